@@ -1,0 +1,263 @@
+"""The server config (operators') and the repo config (`.gitops.yaml`), typed and validated once."""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.renderers.errors import RenderError
+from bot.yamlio import parse_documents
+
+PERMISSION_LEVELS = ("none", "read", "triage", "write", "maintain", "admin")
+REQUIREMENTS = ("approved", "mergeable")
+REPO_CONFIG_FILE = ".gitops.yaml"
+DEFAULT_ENVIRONMENT = "default"
+
+
+class ConfigError(ValueError):
+    """A config mistake: which file, which key, and what was expected."""
+
+    def __init__(self, file: str, key: str, expected: str):
+        self.file, self.key, self.expected = file, key, expected
+        super().__init__(f"{file}: {key}: {expected}")
+
+
+@dataclass(frozen=True)
+class IgnoreRule:
+    """Fields the diff leaves out, for objects whose kind and name match the globs."""
+
+    kinds: tuple[str, ...] = ("*",)
+    names: tuple[str, ...] = ("*",)
+    annotations: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    """JSON pointers, e.g. `/spec/replicas`; a segment may be a glob."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    kubeconfig: str | None = None
+    context: str | None = None
+    in_cluster: bool = False
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    repos: tuple[str, ...] = ()
+    clusters: dict[str, Cluster] = field(default_factory=dict)
+    command_prefix: str = "/"
+    ignore: tuple[IgnoreRule, ...] = ()
+    render_timeout: float = 60.0
+    """Seconds one renderer (kustomize, helm) may run before it is stopped."""
+    rollout_timeout: float = 300.0
+    """Seconds a deploy waits for workloads to become available."""
+
+    def allows(self, full_name: str) -> bool:
+        name = full_name.lower()
+        return any(fnmatch.fnmatchcase(name, pattern.lower()) for pattern in self.repos)
+
+
+@dataclass(frozen=True)
+class HelmOptions:
+    release: str
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    branch: str
+    path: str = "."
+    cluster: str | None = None
+    namespace: str | None = None
+    prune: bool = False
+    deployers: str = "write"
+    require: tuple[str, ...] = ()
+    helm: HelmOptions | None = None
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    environments: tuple[Environment, ...]
+    ignore: tuple[IgnoreRule, ...] = ()
+
+    def for_branch(self, branch: str) -> list[Environment]:
+        return [env for env in self.environments if env.branch == branch]
+
+    def get(self, name: str) -> Environment | None:
+        return next((env for env in self.environments if env.name.lower() == name.lower()), None)
+
+    @classmethod
+    def implicit(cls, default_branch: str) -> "RepoConfig":
+        return cls((Environment(DEFAULT_ENVIRONMENT, default_branch),))
+
+
+class _Reader:
+    """Typed reads from a parsed mapping, each error naming the file and the key's full path."""
+
+    def __init__(self, file: str, data: Any, key: str = ""):
+        self.file, self.key = file, key
+        if not isinstance(data, dict):
+            raise ConfigError(file, key or "(top level)", f"expected a mapping, got {_kind(data)}")
+        self.data = data
+
+    def _path(self, key: str) -> str:
+        return f"{self.key}.{key}" if self.key else key
+
+    def reject_unknown(self, known: set[str]) -> None:
+        for key in self.data:
+            if key not in known:
+                raise ConfigError(self.file, self._path(str(key)),
+                                  f"unknown key; expected one of {', '.join(sorted(known))}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        value = self.data.get(key, default)
+        if value is default:
+            return default
+        if isinstance(value, bool) and kind in (int, float, (int, float)):
+            value = None  # YAML booleans are ints to Python, never to a user.
+        if not isinstance(value, kind):
+            raise ConfigError(self.file, self._path(key), f"expected {_name(kind)}, got {_kind(value)}")
+        return value
+
+    def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.file, self._path(key), f"expected a list of strings, got {_kind(value)}")
+        return tuple(value)
+
+    def child(self, key: str) -> "_Reader | None":
+        value = self.data.get(key)
+        return None if value is None else _Reader(self.file, value, self._path(key))
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def _name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(_kind(k()) for k in kinds)
+
+
+def _load_yaml(text: bytes, file: str) -> Any:
+    try:
+        docs = parse_documents(text, file)
+    except RenderError as err:
+        raise ConfigError(file, "(file)", err.message) from None
+    if len(docs) > 1:
+        raise ConfigError(file, "(file)", "expected one YAML document")
+    return docs[0] if docs else {}
+
+
+def _ignore_rules(reader: _Reader) -> tuple[IgnoreRule, ...]:
+    raw = reader.data.get("ignore") or []
+    if not isinstance(raw, list):
+        raise ConfigError(reader.file, reader._path("ignore"), "expected a list of rules")
+    rules = []
+    for i, item in enumerate(raw):
+        rule = _Reader(reader.file, item, reader._path(f"ignore[{i}]"))
+        rule.reject_unknown({"kinds", "names", "annotations", "labels", "paths"})
+        for pointer in rule.strings("paths"):
+            if not pointer.startswith("/"):
+                raise ConfigError(rule.file, rule._path("paths"), f"expected a JSON pointer like /spec/replicas, got {pointer!r}")
+        rules.append(IgnoreRule(kinds=rule.strings("kinds", ("*",)), names=rule.strings("names", ("*",)),
+                                annotations=rule.strings("annotations"), labels=rule.strings("labels"),
+                                paths=rule.strings("paths")))
+    return tuple(rules)
+
+
+def parse_server_config(text: bytes, file: str = "config/bot.yaml") -> ServerConfig:
+    top = _Reader(file, _load_yaml(text, file))
+    top.reject_unknown({"repos", "clusters", "commands", "diff", "render", "deploy"})
+    clusters = {}
+    for name, raw in (top.get("clusters", dict, {}) or {}).items():
+        entry = _Reader(file, raw, f"clusters.{name}")
+        entry.reject_unknown({"kubeconfig", "context", "in_cluster"})
+        cluster = Cluster(str(name), entry.get("kubeconfig", str), entry.get("context", str),
+                          entry.get("in_cluster", bool, False))
+        if not cluster.in_cluster and not cluster.kubeconfig:
+            raise ConfigError(file, f"clusters.{name}", "expected `kubeconfig` (with `context`) or `in_cluster: true`")
+        clusters[str(name)] = cluster
+    commands = top.child("commands")
+    prefix = commands.get("prefix", str, "/") if commands else "/"
+    if not prefix or any(c.isspace() for c in prefix):
+        raise ConfigError(file, "commands.prefix", "expected a non-empty prefix without spaces")
+    diff = top.child("diff")
+    render, deploy = top.child("render"), top.child("deploy")
+    return ServerConfig(
+        repos=top.strings("repos"), clusters=clusters, command_prefix=prefix,
+        ignore=_ignore_rules(diff) if diff else (),
+        render_timeout=float(render.get("timeout", (int, float), 60.0)) if render else 60.0,
+        rollout_timeout=float(deploy.get("rollout_timeout", (int, float), 300.0)) if deploy else 300.0,
+    )
+
+
+def load_server_config(path: Path) -> ServerConfig:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(str(path), "(file)", "not found; set GITOPS_BOT_CONFIG or create it") from None
+    return parse_server_config(data, str(path))
+
+
+def safe_relative_path(value: str, file: str, key: str) -> str:
+    """A repository-relative path, normalised, that cannot leave the repository."""
+    if "\\" in value or "\0" in value:
+        raise ConfigError(file, key, f"expected a relative POSIX path, got {value!r}")
+    normal = posixpath.normpath(value or ".")
+    if normal.startswith("/") or normal == ".." or normal.startswith("../"):
+        raise ConfigError(file, key, f"expected a path inside the repository, got {value!r}")
+    return normal
+
+
+def parse_repo_config(text: bytes, file: str = REPO_CONFIG_FILE, *,
+                      clusters: set[str] | None = None) -> RepoConfig:
+    """Parse `.gitops.yaml`. With `clusters`, cluster names are checked against the server config."""
+    top = _Reader(file, _load_yaml(text, file))
+    top.reject_unknown({"environments", "diff"})
+    envs_raw = top.get("environments", dict)
+    if not envs_raw:
+        raise ConfigError(file, "environments", "expected a mapping of environment names to settings")
+    environments = []
+    for name, raw in envs_raw.items():
+        key = f"environments.{name}"
+        entry = _Reader(file, raw, key)
+        entry.reject_unknown({"branch", "path", "cluster", "namespace", "prune", "deployers", "require", "helm"})
+        branch = entry.get("branch", str)
+        if not branch:
+            raise ConfigError(file, f"{key}.branch", "expected the branch this environment deploys from")
+        cluster = entry.get("cluster", str)
+        if cluster is not None and clusters is not None and cluster not in clusters:
+            raise ConfigError(file, f"{key}.cluster",
+                              f"expected a cluster named in the server config ({', '.join(sorted(clusters)) or 'none'}), got {cluster!r}")
+        deployers = entry.get("deployers", str, "write")
+        if deployers not in PERMISSION_LEVELS[1:]:
+            raise ConfigError(file, f"{key}.deployers", f"expected one of {'|'.join(PERMISSION_LEVELS[1:])}, got {deployers!r}")
+        require = entry.strings("require")
+        for item in require:
+            if item not in REQUIREMENTS:
+                raise ConfigError(file, f"{key}.require", f"expected items from {', '.join(REQUIREMENTS)}, got {item!r}")
+        helm = entry.child("helm")
+        helm_options = None
+        if helm:
+            helm.reject_unknown({"release", "values"})
+            values = tuple(safe_relative_path(v, file, f"{key}.helm.values") for v in helm.strings("values"))
+            helm_options = HelmOptions(helm.get("release", str) or str(name), values)
+        environments.append(Environment(
+            name=str(name), branch=branch, cluster=cluster,
+            path=safe_relative_path(entry.get("path", str, "."), file, f"{key}.path"),
+            namespace=entry.get("namespace", str), prune=entry.get("prune", bool, False),
+            deployers=deployers, require=require, helm=helm_options,
+        ))
+    diff = top.child("diff")
+    return RepoConfig(tuple(environments), _ignore_rules(diff) if diff else ())

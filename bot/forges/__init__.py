@@ -1,0 +1,27 @@
+"""Forge adapters: one module per forge, behind the interface in `base`."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+from bot.forges.base import Delivery, Forge
+from bot.settings import Settings
+
+WebhookParser = Callable[[Mapping[str, str], bytes, Settings], Delivery]
+
+
+def webhook_parser(forge: str) -> WebhookParser | None:
+    """The pure verify-and-parse function for a forge's webhooks, given the process settings."""
+    if forge == "github":
+        from bot.forges import github
+        return lambda headers, body, settings: github.parse_webhook(headers, body, settings.github_webhook_secret)
+    return None
+
+
+def make_forge(forge: str, settings: Settings) -> Forge:
+    """The API adapter for a forge, authenticated from the settings."""
+    if forge == "github":
+        from bot.forges.github import GitHubForge
+        return GitHubForge(settings.github_api_url, settings.github_token, settings.github_app_id,
+                           settings.github_app_private_key)
+    raise ValueError(f"unknown forge {forge!r}")

