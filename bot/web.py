@@ -34,9 +34,9 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["gitops_bot"] = {"settings": settings, "server": server, "store": store}
 
-    def answer(status: int, **body: Any) -> Response:
+    def answer(code: int, **body: Any) -> Response:
         response = jsonify(body)
-        response.status_code = status
+        response.status_code = code
         return response
 
     @app.errorhandler(HTTPException)

@@ -231,6 +231,14 @@ def test_symlinked_directory_out_of_the_repository_is_refused(
     assert caught.value.file == STAGING
 
 
+def test_symlink_loop_and_nul_byte_are_refused(repo: Path) -> None:
+    (repo / "envs/staging/loop").symlink_to("loop")
+    for resource in ["loop", '"a\\0b"']:
+        write(repo, {STAGING: f"resources: [{resource}]\n"})
+        with pytest.raises(RenderError, match="points outside the repository"):
+            render_kustomize(repo, "envs/staging")
+
+
 def test_requested_path_outside_the_repository_is_refused(repo: Path, tmp_path: Path) -> None:
     write(tmp_path, {"elsewhere/kustomization.yaml": "resources: []\n"})
     with pytest.raises(RenderError, match="no kustomization.yaml"):

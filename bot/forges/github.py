@@ -70,13 +70,15 @@ def _repo(payload: Mapping[str, Any]) -> Repo:
 
 
 def _pull(payload: Mapping[str, Any], repo: Repo) -> PullRequest:
-    pr = field(payload, "pull_request", dict)
-    head_clone = field(pr, "head.repo.clone_url", optional=True) or repo.clone_url
+    def get(path: str, kind: type = str, optional: bool = False) -> Any:
+        return field(payload, f"pull_request.{path}", kind, optional=optional)
+
     return PullRequest(
-        repo=repo, number=field(pr, "number", int), title=field(pr, "title", optional=True) or "",
-        author=field(pr, "user.login"), base_ref=field(pr, "base.ref"), base_sha=field(pr, "base.sha"),
-        head_ref=field(pr, "head.ref"), head_sha=field(pr, "head.sha"), head_clone_url=head_clone,
-        draft=bool(pr.get("draft")), web_url=field(pr, "html_url", optional=True) or "")
+        repo=repo, number=get("number", int), title=get("title", optional=True) or "",
+        author=get("user.login"), base_ref=get("base.ref"), base_sha=get("base.sha"),
+        head_ref=get("head.ref"), head_sha=get("head.sha"),
+        head_clone_url=get("head.repo.clone_url", optional=True) or repo.clone_url,
+        draft=bool(get("draft", bool, optional=True)), web_url=get("html_url", optional=True) or "")
 
 
 def _pull_request_event(payload: dict[str, Any]) -> Event:
@@ -211,10 +213,10 @@ class GitHubForge:
         return _call("create comment", lambda: self._issue(repo, number).create_comment(body).id)
 
     def edit_comment(self, repo: str, number: int, comment_id: int, body: str) -> None:
-        _call("edit comment", lambda: self._repo(repo).get_issue_comment(comment_id).edit(body))
+        _call("edit comment", lambda: self._issue(repo, number).get_comment(comment_id).edit(body))
 
     def delete_comment(self, repo: str, number: int, comment_id: int) -> None:
-        _call("delete comment", lambda: self._repo(repo).get_issue_comment(comment_id).delete())
+        _call("delete comment", lambda: self._issue(repo, number).get_comment(comment_id).delete())
 
     def set_status(self, repo: str, sha: str, context: str, state: StatusState,
                    description: str, url: str | None = None) -> None:
@@ -224,7 +226,7 @@ class GitHubForge:
         _call("set status", lambda: self._repo(repo).get_commit(sha).create_status(**kwargs))
 
     def react(self, repo: str, number: int, comment_id: int, reaction: Reaction) -> None:
-        _call("react", lambda: self._repo(repo).get_issue_comment(comment_id).create_reaction(reaction))
+        _call("react", lambda: self._issue(repo, number).get_comment(comment_id).create_reaction(reaction))
 
     def permission(self, repo: str, user: str) -> str:
         try:

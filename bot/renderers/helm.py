@@ -21,12 +21,14 @@ from typing import Any
 import yaml
 
 from bot.renderers.errors import RenderError
-from bot.renderers.kustomize import concise, run_isolated
+from bot.renderers.kustomize import concise, resolve_inside, run_isolated
+from bot.yamlio import check_bounds
 
 MAX_FILE_BYTES = 1024 * 1024
 _PROJECT = Path(__file__).resolve().parents[2]
-_WORKER = f"import sys; sys.path.insert(0, {str(_PROJECT)!r}); import bot.renderers.helm as h; h._worker()"
-_SPLIT = re.compile(r"(?:^|\s*\n)---\s*")  # Helm's own manifest separator (releaseutil)
+_WORKER = (f"import sys; sys.path.insert(0, {str(_PROJECT)!r}); "
+           "import bot.renderers.helm as h; h._worker()")
+_SPLIT = re.compile(r"^---[ \t]*$", re.MULTILINE)  # a document marker on its own line
 _VERSIONED_ARCHIVE = re.compile(r"^(?P<name>.+?)-v?\d+\.\d+\.\d+.*\.tgz$")
 
 
@@ -42,14 +44,15 @@ def render_helm(root: Path, path: str, *, release: str, namespace: str | None,
     `values` are files relative to the chart directory, merged in order over the chart's defaults.
     """
     root = root.resolve()
-    chart = _inside(root, root / path)
+    chart = resolve_inside(root, root / path)
     if chart is None or not is_chart(chart):
         raise RenderError("no Chart.yaml in this directory inside the repository", path)
     _check_symlinks(root, chart)
     name = _check_dependencies(chart, path)
     files = [_values_file(root, chart, v, f"{path}/{v}") for v in values]
     request = {"chart": str(chart), "release": release, "namespace": namespace,
-               "values": [(f"{path}/{v}", f.read_text("utf-8", "replace")) for v, f in zip(values, files)]}
+               "values": [(f"{path}/{v}", f.read_text("utf-8", "replace"))
+                          for v, f in zip(values, files)]}
     reply = _run_sdk(root, request, timeout, path)
     if "unavailable" in reply:
         return _render_with_binary(root, chart, request, files, timeout, path)
@@ -72,11 +75,6 @@ def _documents(text: str) -> list[str]:
                                    for line in d.splitlines())]
 
 
-def _inside(root: Path, path: Path) -> Path | None:
-    real = path.resolve()
-    return real if real == root or real.is_relative_to(root) else None
-
-
 def _check_symlinks(root: Path, chart: Path) -> None:
     """Refuse symlinks out of the repository: Helm's loader follows them and would read the target."""
     pending, seen = [chart], set()
@@ -87,7 +85,7 @@ def _check_symlinks(root: Path, chart: Path) -> None:
         seen.add(directory.resolve())
         for entry in os.scandir(directory):
             entry_path = Path(entry.path)
-            if entry.is_symlink() and _inside(root, entry_path) is None:
+            if entry.is_symlink() and resolve_inside(root, entry_path) is None:
                 raise RenderError("symlink points outside the repository",
                                   entry_path.relative_to(root).as_posix())
             if entry.is_dir():
@@ -122,11 +120,12 @@ def _load_yaml(file: Path, name: str) -> dict[str, Any]:
                           name) from None
     if not isinstance(doc, dict):
         raise RenderError("expected a mapping", name)
+    check_bounds([doc], name)
     return doc
 
 
 def _values_file(root: Path, chart: Path, value: str, name: str) -> Path:
-    file = _inside(root, chart / value)
+    file = resolve_inside(root, chart / value)
     if file is None:
         raise RenderError("values file is outside the repository", name)
     if not file.is_file():
@@ -145,8 +144,9 @@ def _run_sdk(root: Path, request: dict[str, Any], timeout: float, path: str) -> 
         raise RenderError(f"helm render timed out after {timeout:g}s", path) from None
     try:
         reply: dict[str, Any] = json.loads(proc.stdout)
-    except ValueError:
-        detail = concise(proc.stderr, root).rsplit(": ", 1)[-1] or f"exit status {proc.returncode}"
+    except ValueError:  # the child crashed or was killed
+        last = proc.stderr.strip().splitlines()[-1:]
+        detail = concise(last[0], root) if last else f"exit status {proc.returncode}"
         raise RenderError(f"helm render failed: {detail}", path) from None
     return reply
 

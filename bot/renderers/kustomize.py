@@ -53,10 +53,10 @@ def render_kustomize(root: Path, path: str, *, timeout: float = 60.0,
                      kubectl: str | None = None) -> str:
     """The multi-document YAML that `kubectl kustomize root/path` builds, once it is proven safe."""
     root = root.resolve()
-    directory = _inside(root, root / path)
+    directory = resolve_inside(root, root / path)
     if directory is None or _kustomization_file(directory) is None:
         raise RenderError("no kustomization.yaml in this directory inside the repository", path)
-    check_tree(root, directory)
+    _check_tree(root, directory)
     executable = _find_kubectl(kubectl)
     with tempfile.TemporaryDirectory(prefix="kustomize-plugins-") as plugins:
         try:
@@ -72,17 +72,23 @@ def render_kustomize(root: Path, path: str, *, timeout: float = 60.0,
     return proc.stdout
 
 
-def check_tree(root: Path, directory: Path, seen: set[Path] | None = None) -> None:
-    """Refuse anything in the kustomizations reachable from `directory` that could leave `root`."""
-    seen = set() if seen is None else seen
-    if directory in seen:
-        return
-    seen.add(directory)
+def _check_tree(root: Path, start: Path) -> None:
+    """Refuse anything in the kustomizations reachable from `start` that could leave `root`."""
+    pending, seen = [start], set()
+    while pending:  # not recursive: a hostile repository could nest deeper than Python's stack
+        directory = pending.pop()
+        if directory not in seen:
+            seen.add(directory)
+            pending.extend(_check_kustomization(root, directory))
+
+
+def _check_kustomization(root: Path, directory: Path) -> list[Path]:
+    """Check one kustomization; return the kustomization directories it includes."""
     kfile = _kustomization_file(directory)
     if kfile is None:
         raise RenderError("no kustomization.yaml in this directory", _rel(root, directory))
     name = _rel(root, kfile)
-    if _inside(root, kfile) is None:
+    if resolve_inside(root, kfile) is None:
         raise RenderError("the kustomization file is a symlink out of the repository", name)
     fields = _fields(_load_yaml(kfile, name)[0], name)
     for key in HELM_FIELDS:
@@ -90,13 +96,15 @@ def check_tree(root: Path, directory: Path, seen: set[Path] | None = None) -> No
             raise RenderError(f"{key!r} is not supported: Helm charts in kustomizations need "
                               "helm and network access; render the chart as its own environment",
                               name)
-    for key, ref in _path_references(fields):
-        target = _local(root, directory, ref, key, name)
-        if key in NESTED_FIELDS and target.is_dir():
-            check_tree(root, target, seen)
     for key in PLUGIN_FIELDS:
         for entry in _strings(fields.get(key)):
             _check_plugin_entry(root, directory, entry, key, name)
+    nested = []
+    for key, ref in _path_references(fields):
+        target = _local(root, directory, ref, key, name)
+        if key in NESTED_FIELDS and target.is_dir():
+            nested.append(target)
+    return nested
 
 
 def run_isolated(argv: list[str], *, cwd: Path, timeout: float, env: dict[str, str] | None = None,
@@ -259,8 +267,8 @@ def _local(root: Path, directory: Path, ref: str, key: str, name: str) -> Path:
                           "repository can be rendered (vendor the base into the repository)", name)
     # Kustomize joins lexically and then follows symlinks; Path.resolve follows them first.
     # The two can differ through a symlinked directory, so both must stay inside.
-    physical = _inside(root, directory / ref)
-    lexical = _inside(root, Path(os.path.normpath(directory / ref)))
+    physical = resolve_inside(root, directory / ref)
+    lexical = resolve_inside(root, Path(os.path.normpath(directory / ref)))
     if physical is None or lexical is None:
         raise RenderError(f"{key} entry {ref!r} points outside the repository", name)
     if not physical.exists():
@@ -268,9 +276,12 @@ def _local(root: Path, directory: Path, ref: str, key: str, name: str) -> Path:
     return physical
 
 
-def _inside(root: Path, path: Path) -> Path | None:
+def resolve_inside(root: Path, path: Path) -> Path | None:
     """`path` with symlinks resolved, or None when that lands outside `root`."""
-    real = path.resolve()
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte: never inside
+        return None
     return real if real == root or real.is_relative_to(root) else None
 
 

@@ -1,0 +1,87 @@
+"""Shared test fixtures: real webhook payloads, a Redis server of our own, real git repositories."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import redis as redis_lib
+
+from bot.embedded import RedisServer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def payload(name: str) -> dict[str, Any]:
+    """A real webhook payload from tests/fixtures, e.g. `github/pull_request.opened`."""
+    return copy.deepcopy(json.loads((FIXTURES / f"{name}.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server started for this test run, in its own directory, on a free port."""
+    with RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False) as server:
+        yield server
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> redis_lib.Redis:
+    connection = redis_lib.Redis.from_url(redis_server.url)
+    connection.flushall()  # our own server: each test starts empty
+    return connection
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+class GitRemote:
+    """A bare "remote" and a working clone to make commits in, as a forge would hold them."""
+
+    def __init__(self, root: Path, default_branch: str = "main"):
+        self.bare = root / "remote.git"
+        self.work = root / "work"
+        git(root, "init", "-q", "--bare", "-b", default_branch, str(self.bare))
+        git(root, "init", "-q", "-b", default_branch, str(self.work))
+        git(self.work, "config", "user.email", "dev@example.com")
+        git(self.work, "config", "user.name", "Dev")
+        git(self.work, "remote", "add", "origin", self.url)
+
+    @property
+    def url(self) -> str:
+        return self.bare.as_uri()
+
+    def commit(self, branch: str, files: dict[str, str | None], message: str = "change",
+               parent: str | None = None) -> str:
+        """Commit `files` (None deletes) on `branch` (created from `parent` if new) and push it."""
+        branches = git(self.work, "branch", "--list", branch)
+        if branches:
+            git(self.work, "checkout", "-q", branch)
+        elif parent:
+            git(self.work, "checkout", "-q", "-b", branch, parent)
+        else:
+            git(self.work, "checkout", "-q", "--orphan", branch)
+        for path, content in files.items():
+            target = self.work / path
+            if content is None:
+                target.unlink()
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+        git(self.work, "add", "-A")
+        git(self.work, "commit", "-q", "--allow-empty", "-m", message)
+        git(self.work, "push", "-q", "-f", "origin", branch)
+        return git(self.work, "rev-parse", "HEAD")
+
+    def set_ref(self, ref: str, sha: str) -> None:
+        """Point a ref in the remote at a commit, as GitHub keeps `refs/pull/N/head`."""
+        git(self.bare, "update-ref", ref, sha)
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> GitRemote:
+    return GitRemote(tmp_path)
