@@ -93,9 +93,11 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         env["REDIS_URL"] = redis_server.url
         print(f"gitops-bot: embedded Redis at {redis_server.url} (data in {redis_server.directory})")
     command = [sys.executable, "-m", "bot"]
+    # Own sessions: Ctrl-C reaches only this process, which then stops the children in order.
     children = [
-        subprocess.Popen([*command, "serve", "--host", args.host, "--port", str(args.port), "--workers", "1"], env=env),
-        subprocess.Popen([*command, "worker"], env=env),
+        subprocess.Popen([*command, "serve", "--host", args.host, "--port", str(args.port), "--workers", "1"],
+                         env=env, start_new_session=True),
+        subprocess.Popen([*command, "worker"], env=env, start_new_session=True),
     ]
     print(f"gitops-bot: webhooks at http://{args.host}:{args.port}/webhooks/github; Ctrl-C stops")
     stopping = False

@@ -35,7 +35,7 @@ class RedisServer:
     """A redis-server child process with its data (append-only file) in `directory`."""
 
     def __init__(self, directory: Path, port: int | None = None, appendonly: bool = True):
-        self.directory = directory
+        self.directory = directory.resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
@@ -50,7 +50,8 @@ class RedisServer:
             [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port),
              "--dir", str(self.directory), "--appendonly", "yes" if self.appendonly else "no",
              "--save", "", "--protected-mode", "yes", "--logfile", str(self.directory / "redis.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # a terminal's Ctrl-C must not stop Redis before its clients
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout
         while True:

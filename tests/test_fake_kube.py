@@ -240,6 +240,17 @@ def test_delete_answers_status(kube, dyn, shop):
         deploys.get(name="web", namespace=NS)
 
 
+def test_prune_by_label_and_watch(kube, dyn, shop):
+    cms = dyn.resources.get(api_version="v1", kind="ConfigMap")
+    for name, owner in [("old1", "bot"), ("old2", "bot"), ("keep", "human")]:
+        cms.create(body={"metadata": {"name": name, "labels": {"owner": owner}}}, namespace=NS)
+    assert sorted(e["object"].metadata.name for e in dyn.watch(cms, namespace=NS, timeout=1)) == [
+        "keep", "old1", "old2"]
+    cms.delete(namespace=NS, label_selector="owner=bot")
+    assert [o["metadata"]["name"] for o in kube.objects("", "ConfigMap", NS)] == ["keep"]
+    assert [w.method for w in kube.writes()] == ["POST"] * 3 + ["DELETE"]
+
+
 # -- CRDs ----------------------------------------------------------------------------------------
 def widget(name: str = "w1") -> dict:
     return {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name, "namespace": NS},
@@ -257,6 +268,8 @@ def test_crd_registers_kind_and_custom_resource_applies(kube, api, dyn, shop):
     assert dyn.resources.get(api_version="example.com/v1", kind="Widget").short_names == ["wd"]
     assert apply(dyn, widget())["spec"] == {"size": 3}
     assert custom.get_namespaced_custom_object("example.com", "v1", NS, "widgets", "w1")["kind"] == "Widget"
+    kube.set_status("example.com", "Widget", NS, "w1", {"phase": "Ready"})
+    assert apply(dyn, {**widget(), "spec": {"size": 4}})["status"] == {"phase": "Ready"}  # status is server-owned
     dyn.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition").delete(
         name=CRD["metadata"]["name"])
     with pytest.raises(ApiException) as err:
@@ -342,29 +355,50 @@ data: {greeting: hello}
 """ + json.dumps(deployment())
 
 
-def test_kubectl_apply_get_delete(kube, kubeconfig, tmp_path):
-    def kubectl(*args: str) -> str:
+@pytest.fixture
+def kubectl(kubeconfig, tmp_path):
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
         proc = subprocess.run([KUBECTL, "--kubeconfig", kubeconfig, "--cache-dir", str(tmp_path / "cache"), *args],
                               capture_output=True, text=True, timeout=30, env=env)
-        assert proc.returncode == 0, proc.stderr
+        assert (proc.returncode == 0) == ok, proc.stderr
+        return proc
+    return run
+
+
+def test_kubectl_apply_get_delete(kube, kubectl, tmp_path):
+    def out(*args: str) -> str:
+        proc = kubectl(*args)
         # Broken discovery shows as e.g. "couldn't get resource list" or "memcache.go" warnings.
         assert proc.stderr in ("", f"No resources found in {NS} namespace.\n"), proc.stderr
         return proc.stdout
 
     (tmp_path / "m.yaml").write_text(MANIFEST)
-    out = kubectl("apply", "--server-side", "--field-manager=gitops-bot", "-f", str(tmp_path / "m.yaml"))
-    assert out.split("\n")[:3] == ["namespace/shop serverside-applied", "configmap/web-config serverside-applied",
-                                   "deployment.apps/web serverside-applied"]
+    applied = out("apply", "--server-side", "--field-manager=gitops-bot", "-f", str(tmp_path / "m.yaml"))
+    assert applied.splitlines() == ["namespace/shop serverside-applied", "configmap/web-config serverside-applied",
+                                    "deployment.apps/web serverside-applied"]
     managers = {e["manager"] for e in kube.get("", "ConfigMap", NS, "web-config")["metadata"]["managedFields"]}
     assert managers == {"gitops-bot"}
-    got = json.loads(kubectl("get", "deploy", "-n", NS, "-o", "json"))
+    got = json.loads(out("get", "deploy", "-n", NS, "-o", "json"))
     assert [i["metadata"]["name"] for i in got["items"]] == ["web"]
     assert got["items"][0]["status"]["availableReplicas"] == 2
-    assert "web-config" in kubectl("get", "cm", "-l", "app=web", "-n", NS)
-    assert "web-config" not in kubectl("get", "cm", "-l", "app=db", "-n", NS)
-    kubectl("delete", "cm", "web-config", "-n", NS)
+    assert "web-config" in out("get", "cm", "-l", "app=web", "-n", NS)
+    assert "web-config" not in out("get", "cm", "-l", "app=db", "-n", NS)
+    writes = len(kube.writes())
+    out("delete", "cm", "web-config", "-n", NS, "--dry-run=server")
+    assert len(kube.writes()) == writes and kube.get("", "ConfigMap", NS, "web-config")
+    out("delete", "cm", "web-config", "-n", NS)
     assert kube.get("", "ConfigMap", NS, "web-config") is None
-    assert "deploy" in kubectl("api-resources", "--api-group=apps")
-    assert "serverside-applied" in kubectl("apply", "--server-side", "--field-manager=gitops-bot",
-                                           "-f", str(tmp_path / "m.yaml"))
+    assert "deploy" in out("api-resources", "--api-group=apps")
+    rv = kube.get("apps", "Deployment", NS, "web")["metadata"]["resourceVersion"]
+    out("apply", "--server-side", "--field-manager=gitops-bot", "-f", str(tmp_path / "m.yaml"))
+    assert kube.get("apps", "Deployment", NS, "web")["metadata"]["resourceVersion"] == rv  # a no-op
+
+
+def test_kubectl_rollout_status_follows_workload_status(kube, kubectl, tmp_path):
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    kubectl("apply", "--server-side", "--field-manager=gitops-bot", "-f", str(tmp_path / "m.yaml"))
+    assert "successfully rolled out" in kubectl("rollout", "status", "deploy/web", "-n", NS, "--timeout=5s").stdout
+    kube.stall("apps", "Deployment", NS, "web")
+    stalled = kubectl("rollout", "status", "deploy/web", "-n", NS, "--timeout=1s", ok=False)
+    assert "0 of 2 updated replicas are available" in stalled.stdout

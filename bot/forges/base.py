@@ -76,7 +76,12 @@ class Forge(Protocol):
     def permission(self, repo: str, user: str) -> str:
         """The user's level on the repository: none|read|triage|write|maintain|admin."""
     def pull_state(self, repo: str, number: int) -> PullState: ...
-    def merge(self, repo: str, number: int, sha: str, message: str) -> str: ...
+    def merge(self, repo: str, number: int, sha: str, message: str) -> str:
+        """Merge the pull request at `sha` (refused if the head moved); the merge commit's SHA."""
+    def create_deployment(self, repo: str, environment: str, sha: str, ref: str, description: str) -> str:
+        """Record a deployment of `sha` to `environment` on the forge, in progress; its id."""
+    def update_deployment(self, repo: str, environment: str, deployment_id: str, state: DeployState,
+                          description: str) -> None: ...
 
 
 def constant_time_equal(given: str | bytes, expected: str | bytes) -> bool:

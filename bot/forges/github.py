@@ -13,7 +13,7 @@ import github
 from github import Auth, Github, GithubException, GithubIntegration
 
 from bot.events import CommentEvent, Event, Ping, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
-from bot.forges.base import (Comment, Delivery, PullState, Reaction, StatusState, TransientForgeError,
+from bot.forges.base import (Comment, DeployState, Delivery, PullState, Reaction, StatusState, TransientForgeError,
                              WebhookError, constant_time_equal, field, parse_json_object)
 
 FORGE = "github"
@@ -252,3 +252,18 @@ class GitHubForge:
         status = _call("merge", lambda: self._repo(repo).get_pull(number).merge(
             commit_title=message, sha=sha, merge_method="merge"))
         return status.sha
+
+    def create_deployment(self, repo: str, environment: str, sha: str, ref: str, description: str) -> str:
+        # The bot deploys what landed; GitHub must not hold it back on status checks or merge the base.
+        deployment = _call("create deployment", lambda: self._repo(repo).create_deployment(
+            ref=sha, environment=environment, description=description[:140], required_contexts=[],
+            auto_merge=False, transient_environment=False, production_environment=False))
+        _call("deployment status", lambda: deployment.create_status("in_progress", description=description[:140]))
+        return str(deployment.id)
+
+    def update_deployment(self, repo: str, environment: str, deployment_id: str, state: DeployState,
+                          description: str) -> None:
+        deployment = self._repo(repo).get_deployment(int(deployment_id))
+        _call("deployment status", lambda: deployment.create_status(state, description=description[:140],
+                                                                    environment=environment))
+

@@ -14,13 +14,16 @@ What it serves:
   what makes client-go fall back to legacy discovery;
 - a minimal OpenAPI v3, only so kubectl's default `--validate=strict` sees that PATCH takes
   `fieldValidation`. Without it kubectl fails with "failed to download openapi";
-- objects: GET, LIST (label/field selectors; a watch answers the current objects as ADDED events and
-  then ends), POST, PUT, DELETE (single or collection), merge/strategic patches (both as JSON merge
-  patch) and server-side apply with per-manager field sets in managedFields;
+- objects: GET, LIST (label and field selectors), POST, PUT, DELETE (one object or a collection),
+  merge and strategic patches (both applied as a JSON merge patch), and server-side apply with
+  per-manager field sets in managedFields. A watch answers at once with the current objects (or the
+  ones changed since its resourceVersion) and then ends. `kubectl rollout status` works, but its
+  client-go logs "very short watch" info lines;
 - CRDs that register their kinds, plus computed status for Namespaces, CRDs and workloads, with test hooks.
 
 Simplifications, on purpose: lists are atomic in apply (no merge keys), there is no defaulting, and
-`status` is server-owned for every kind (tests use `set_status`). Deleting a namespace is immediate.
+`status` is server-owned for every kind (tests use `set_status`). Deleting a namespace is immediate,
+and watches do not report deletions.
 """
 
 from __future__ import annotations
@@ -140,6 +143,11 @@ def set_path(obj: dict, path: tuple, value: Any) -> None:
         obj[path[-1]] = copy.deepcopy(value)
 
 
+def _changes(obj: dict, path: tuple, value: Any) -> bool:
+    current = get_path(obj, path)
+    return current != value and not (value == {} and isinstance(current, dict))  # see set_path
+
+
 def del_path(obj: dict, path: tuple) -> None:
     parent = get_path(obj, path[:-1])
     if isinstance(parent, dict) and path[-1] in parent:
@@ -218,10 +226,10 @@ def field_matcher(expr: str | None):
 class FakeKubeAPI(RecordingServer):
     """The fake server. Every request is handled under `self.lock` (see RecordingServer.dispatch)."""
 
-    def __init__(self, context: str = "fake-kube", crd_delay: float = 0.0,
+    def __init__(self, context: str = "fake-kube", crd_delay: float = 0.0, watch_wait: float = 1.0,
                  namespaces: tuple[str, ...] = ("default", "kube-system")) -> None:
         super().__init__()
-        self.context, self.crd_delay = context, crd_delay
+        self.context, self.crd_delay, self.watch_wait = context, crd_delay, watch_wait
         self.resources: dict[tuple[str, str, str], Res] = {(r.group, r.version, r.plural): r for r in BUILTIN}
         self.store: dict[tuple[str, str, str, str], dict] = {}  # (group, plural, namespace or "", name) -> object
         self._rv = 0
@@ -296,6 +304,8 @@ class FakeKubeAPI(RecordingServer):
 
     # -- plumbing ------------------------------------------------------------------------------------
     def dispatch(self, request: Recorded) -> Reply | None:
+        if request.query.get("watch") == ["true"] and request.query.get("resourceVersion", ["0"]) != ["0"]:
+            time.sleep(self.watch_wait)  # our watches end at once; this keeps clients from re-watching in a hot loop
         with self.lock:
             self._promote_crds()
             return super().dispatch(request)
@@ -424,8 +434,14 @@ class FakeKubeAPI(RecordingServer):
     def _list(self, res: Res, ns: str, q: dict) -> Reply:
         items = self._select(res, ns, q)
         if q.get("watch") in ("true", "1"):
-            return Reply(200, raw=b"".join(json.dumps({"type": "ADDED", "object": o}).encode() + b"\n"
-                                          for o in items))
+            initial = q.get("sendInitialEvents") == "true" or q.get("resourceVersion", "0") == "0"
+            events = [{"type": "ADDED" if initial else "MODIFIED", "object": o} for o in items
+                      if initial or int(o["metadata"]["resourceVersion"]) > int(q["resourceVersion"])]
+            if q.get("sendInitialEvents") == "true":  # kubectl's WatchList waits for this bookmark
+                events.append({"type": "BOOKMARK", "object": {"kind": res.kind, "apiVersion": res.api_version,
+                               "metadata": {"resourceVersion": str(self._rv),
+                                            "annotations": {"k8s.io/initial-events-end": "true"}}}})
+            return Reply(200, raw=b"".join(json.dumps(e).encode() + b"\n" for e in events))
         return Reply(200, {"kind": f"{res.kind}List", "apiVersion": res.api_version,
                            "metadata": {"resourceVersion": str(self._rv)}, "items": items})
 
@@ -476,7 +492,7 @@ class FakeKubeAPI(RecordingServer):
         owners, applied = _owners(base), leaves(tracked(cfg))
         # Simplified conflicts: another manager owns an overlapping field and the value would change.
         conflicts = [(mgr, av, p) for (mgr, _), (av, fields) in owners.items() if mgr != manager
-                     for p in applied if any(overlap(p, f) for f in fields) and get_path(base, p) != applied[p]]
+                     for p in applied if any(overlap(p, f) for f in fields) and _changes(base, p, applied[p])]
         if conflicts and q.get("force") != "true":
             causes = [{"type": "FieldManagerConflict", "message": f'conflict with "{m}" using {av}',
                        "field": "." + ".".join(p)} for m, av, p in conflicts]

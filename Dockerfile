@@ -1,0 +1,19 @@
+FROM python:3.11-slim
+
+# git: mirrors and snapshots are read with git itself.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends git ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 gitops
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY config ./config
+RUN pip install --no-cache-dir .
+
+USER gitops
+ENV GITOPS_BOT_DATA_DIR=/home/gitops/data PORT=8080
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import os,urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\",\"8080\")}/healthz', timeout=2)" || exit 1
+CMD ["gitops-bot", "serve"]
