@@ -43,22 +43,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if args.command in ("serve", "worker"):
+        from bot import logs
+        logs.setup(settings.secrets())
     handler = {"serve": cmd_serve, "worker": cmd_worker, "up": cmd_up, "diff": cmd_diff,
                "check-config": cmd_check_config}[args.command]
     return handler(args, settings)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from gunicorn.app.base import BaseApplication
+    import tempfile
 
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.glogging import Logger
+
+    # gunicorn's workers are processes: their webhook counters meet in this directory.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gitops-bot-metrics-"))
     from bot.web import create_app
+
+    class JsonLogger(Logger):
+        """gunicorn's own messages through the bot's JSON handler."""
+
+        def setup(self, cfg) -> None:  # type: ignore[no-untyped-def]
+            super().setup(cfg)
+            for logger in (self.error_log, self.access_log):
+                logger.handlers[:] = []
+                logger.propagate = True
 
     class Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", args.workers)
             self.cfg.set("graceful_timeout", 20)
-            self.cfg.set("accesslog", None)
+            self.cfg.set("logger_class", JsonLogger)
 
         def load(self):  # type: ignore[no-untyped-def]
             return create_app(settings)

@@ -105,6 +105,11 @@ class Unsupported:
 Event = PullRequestEvent | CommentEvent | PushEvent | Ping | Unsupported
 
 
+def event_repo(event: Event) -> Repo | None:
+    """The repository an event concerns, when it names one."""
+    return event.pull.repo if isinstance(event, PullRequestEvent) else event.repo
+
+
 def to_plain(value: Any) -> dict[str, Any]:
     """A dataclass as plain JSON-able values, for RQ job arguments."""
     return asdict(value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.config import ServerConfig
-from bot.events import CommentEvent, Event, Ping, PullRequestEvent, PushEvent, Unsupported, to_plain
+from bot.events import CommentEvent, Event, Ping, PullRequestEvent, PushEvent, Unsupported, event_repo, to_plain
 from bot.queue import JobSpec, Plan, pull_key
 
 
@@ -12,8 +12,8 @@ def plan(event: Event, server: ServerConfig) -> Plan:
         return Plan(ignored="ping: the webhook is set up")
     if isinstance(event, Unsupported):
         return Plan(ignored=event.reason)
-    repo = event.pull.repo if isinstance(event, PullRequestEvent) else event.repo
-    if not server.allows(repo.full_name):
+    repo = event_repo(event)
+    if repo is None or not server.allows(repo.full_name):
         return Plan(ignored=f"repository {repo.full_name} is not in the server config")
     if isinstance(event, PullRequestEvent):
         return _pull_request(event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import redis
@@ -12,11 +13,14 @@ from werkzeug.exceptions import HTTPException
 from bot.config import ServerConfig, load_server_config
 from bot.forges import webhook_parser
 from bot.forges.base import WebhookError
+from bot.events import event_repo
 from bot.intake import plan
+from bot.metrics import WEBHOOKS, FleetCollector, FleetMetrics, exposition
 from bot.queue import Store
 from bot.settings import Settings
 
 MAX_BODY = 25 * 1024 * 1024
+EVENT_HEADERS = {"github": "x-github-event", "gitlab": "x-gitlab-event"}
 log = logging.getLogger("gitops_bot.web")
 
 
@@ -29,6 +33,7 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
             raise ValueError("REDIS_URL is not set (only `gitops-bot up` starts an embedded Redis)")
         connection = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     store = Store(connection, settings.name)
+    fleet = FleetCollector(FleetMetrics(connection, store.prefix), store.queues())
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -56,24 +61,38 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
         try:
             delivery = parser(headers, request.get_data(cache=False), settings)
         except WebhookError as err:
+            WEBHOOKS.labels(forge, headers.get(EVENT_HEADERS.get(forge, ""), "unknown"), f"refused_{err.status}").inc()
             log.info("webhook refused", extra={"forge": forge, "status": err.status, "reason": err.message})
             return answer(err.status, error=err.message)
         decision = plan(delivery.event, server)
         context = {"forge": forge, "delivery": delivery.delivery_id, "event": delivery.event_name}
+        repo = event_repo(delivery.event)
+        entry = {**context, "repo": repo.full_name if repo else None, "at": time.time()}
+        outcome, response = _act(decision, delivery, entry, context)
+        WEBHOOKS.labels(forge, delivery.event_name, outcome).inc()
+        return response
+
+    def _act(decision, delivery, entry, context) -> tuple[str, Response]:  # type: ignore[no-untyped-def]
         if not decision.jobs and not decision.cancel:
             log.info("webhook ignored", extra={**context, "reason": decision.ignored})
-            return answer(200, ignored=decision.ignored)
+            try:
+                store.note({**entry, "outcome": decision.ignored})
+            except redis.RedisError:
+                pass  # the answer does not depend on the log of deliveries
+            return "ignored", answer(200, ignored=decision.ignored)
         try:
-            job_ids = store.accept(forge, delivery.delivery_id, decision)
+            job_ids = store.accept(delivery.forge, delivery.delivery_id, decision, entry)
         except redis.RedisError as err:
             log.warning("queue unreachable", extra={**context, "error": type(err).__name__})
-            return answer(503, error="the queue is unreachable; redeliver later")
+            return "unavailable", answer(503, error="the queue is unreachable; redeliver later")
         if job_ids is None:
-            return answer(200, duplicate=True)
+            log.info("webhook duplicate", extra=context)
+            return "duplicate", answer(200, duplicate=True)
         if not job_ids:
-            return answer(200, ignored=decision.ignored)
+            log.info("webhook recorded", extra={**context, "reason": decision.ignored})
+            return "ignored", answer(200, ignored=decision.ignored)
         log.info("webhook queued", extra={**context, "jobs": job_ids})
-        return answer(202, queued=job_ids)
+        return "queued", answer(202, queued=job_ids)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -86,5 +105,9 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
         except redis.RedisError:
             return answer(503, status="redis unreachable")
         return answer(200, status="ready")
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(exposition(fleet), mimetype="text/plain; version=0.0.4")
 
     return app

@@ -1,0 +1,112 @@
+"""Prometheus metrics that stay right with many web replicas and workers on many machines.
+
+Webhook counters live in the web process (gunicorn's workers share them through
+`PROMETHEUS_MULTIPROC_DIR`). Everything workers measure is kept in Redis, so whichever web
+replica is scraped reports the whole fleet: job durations, deploys, forge errors, rate limits.
+Queue depths are read from Redis at scrape time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.registry import Collector
+
+WEBHOOKS = Counter("gitops_bot_webhooks_total", "Webhook deliveries by forge, event and outcome",
+                   ["forge", "event", "outcome"])
+
+
+class FleetMetrics:
+    """Worker-side measurements, written to one Redis hash per metric."""
+
+    def __init__(self, connection: redis.Redis, prefix: str):
+        self.redis, self.key = connection, f"{prefix}:metrics"
+
+    def _incr(self, metric: str, labels: tuple[str, ...], amount: float = 1) -> None:
+        self.redis.hincrbyfloat(f"{self.key}:{metric}", "\x1f".join(labels), amount)
+
+    @contextmanager
+    def job(self, kind: str) -> Iterator[None]:
+        """Time a job; its outcome is `ok` unless it raises."""
+        start, outcome = time.monotonic(), "error"
+        try:
+            yield
+            outcome = "ok"
+        finally:
+            elapsed = time.monotonic() - start
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hincrbyfloat(f"{self.key}:job_seconds_sum", f"{kind}\x1f{outcome}", elapsed)
+            pipe.hincrby(f"{self.key}:job_seconds_count", f"{kind}\x1f{outcome}", 1)
+            pipe.execute()
+
+    def deploy(self, environment: str, result: str) -> None:
+        self._incr("deploys", (environment, result))
+
+    def forge_error(self, forge: str, kind: str) -> None:
+        self._incr("forge_errors", (forge, kind))
+
+    def rate_limit(self, forge: str, remaining: int) -> None:
+        self.redis.hset(f"{self.key}:rate_limit_remaining", forge, remaining)
+
+
+class FleetCollector(Collector):
+    """Reads FleetMetrics and queue depths from Redis when Prometheus scrapes."""
+
+    def __init__(self, metrics: FleetMetrics, queues: list):
+        self.metrics, self.queues = metrics, queues
+
+    def _hash(self, metric: str) -> dict[tuple[str, ...], float]:
+        raw = self.metrics.redis.hgetall(f"{self.metrics.key}:{metric}")
+        return {tuple(k.decode().split("\x1f")): float(v) for k, v in raw.items()}
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        try:
+            sums, counts = self._hash("job_seconds_sum"), self._hash("job_seconds_count")
+            jobs = SummaryMetricFamily("gitops_bot_job_duration_seconds", "Job run time by kind and outcome",
+                                       labels=["kind", "outcome"])
+            for labels, count in counts.items():
+                jobs.add_metric(list(labels), count_value=count, sum_value=sums.get(labels, 0.0))
+            yield jobs
+            yield self._counter("gitops_bot_deploys", "Deploys by environment and result",
+                                ["environment", "result"], self._hash("deploys"))
+            yield self._counter("gitops_bot_forge_api_errors", "Forge API errors by forge and kind",
+                                ["forge", "kind"], self._hash("forge_errors"))
+            remaining = GaugeMetricFamily("gitops_bot_forge_rate_limit_remaining",
+                                          "Requests left in the forge's rate-limit window", labels=["forge"])
+            for (forge,), value in self._hash("rate_limit_remaining").items():
+                remaining.add_metric([forge], value)
+            yield remaining
+            depth = GaugeMetricFamily("gitops_bot_queue_depth", "Jobs waiting, running and failed, by queue",
+                                      labels=["queue", "state"])
+            for queue in self.queues:
+                depth.add_metric([queue.name, "queued"], queue.count)
+                depth.add_metric([queue.name, "running"], queue.started_job_registry.count)
+                depth.add_metric([queue.name, "failed"], queue.failed_job_registry.count)
+            yield depth
+        except redis.RedisError:
+            return  # a scrape while Redis is down still shows the web process's own metrics
+
+    @staticmethod
+    def _counter(name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]):
+        family = CounterMetricFamily(name, doc, labels=labels)
+        for key, value in values.items():
+            family.add_metric(list(key), value)
+        return family
+
+
+def exposition(fleet: FleetCollector) -> bytes:
+    """The /metrics body: this web process (or all of gunicorn's workers) plus the fleet."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(WEBHOOKS)
+    registry.register(fleet)
+    return generate_latest(registry)
