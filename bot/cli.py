@@ -22,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
+    serve.add_argument("--threads", type=int, default=int(os.environ.get("GITOPS_BOT_WEB_THREADS", "4")),
+                       help="threads per worker; above 1, connections are kept alive (gthread)")
 
     worker = commands.add_parser("worker", help="an RQ worker on the bot's queues")
     worker.add_argument("--burst", action="store_true", help="drain the queues, then exit")
@@ -74,6 +76,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", args.workers)
+            self.cfg.set("threads", args.threads)
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("logger_class", JsonLogger)
 

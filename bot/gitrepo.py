@@ -104,9 +104,10 @@ class Mirror:
         except git.GitCommandError:
             return False
 
-    def ensure(self, url: str, shas: list[str], refspecs: list[str]) -> None:
-        """Fetch from `url` only when one of `shas` is missing; then every one must be present."""
-        if all(self.has(sha) for sha in shas):
+    def ensure(self, url: str, shas: list[str], refspecs: list[str], refresh: bool = False) -> None:
+        """Fetch from `url` only when one of `shas` is missing (always, with `refresh`); then every
+        one must be present."""
+        if not refresh and all(self.has(sha) for sha in shas):
             return
         with self._locked():
             errors = self._fetch(url, refspecs)
@@ -128,6 +129,13 @@ class Mirror:
             return []
         except git.GitCommandError as err:
             return [_mask_urls(str(err.stderr or "").strip().removeprefix("stderr: ").strip("'"))[-300:]]
+
+    def resolve(self, ref: str) -> str:
+        """The commit a local ref points at."""
+        try:
+            return self.repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}").strip()
+        except git.GitCommandError:
+            raise GitError(f"{ref} could not be fetched") from None
 
     def merge_base(self, a: str, b: str) -> str | None:
         try:

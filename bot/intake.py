@@ -39,4 +39,4 @@ def diff_job(event: PullRequestEvent) -> JobSpec:
     return JobSpec(
         queue="diff", func="diff_pull_request", kwargs={"pull": to_plain(pull)},
         description=f"diff {pull.repo.full_name}#{pull.number} at {pull.head_sha[:7]}",
-        generation_of=pull_key(pull.repo.forge, pull.repo.full_name, pull.number), timeout=900)
+        supersedes=pull_key(pull.repo.forge, pull.repo.full_name, pull.number), timeout=900)

@@ -18,7 +18,7 @@ from bot.report import markdown, marker, status_description
 log = logging.getLogger("gitops_bot.jobs")
 
 
-def diff_pull_request(pull: dict[str, Any], generation: int = 0) -> dict[str, Any]:
+def diff_pull_request(pull: dict[str, Any], generation: str | None = None) -> dict[str, Any]:
     """Render a pull request's base and head, and bring its diff comment and status up to date."""
     rt = runtime.current()
     pr = pull_from_plain(pull)
@@ -26,7 +26,7 @@ def diff_pull_request(pull: dict[str, Any], generation: int = 0) -> dict[str, An
     context = f"{rt.settings.name}/diff"
 
     def superseded() -> bool:
-        return generation < rt.store.generation(key)
+        return generation is not None and generation != rt.store.newest(key)
 
     if superseded():
         log.info("diff superseded before it started", extra={"pull": key, "head": pr.head_sha})
@@ -49,17 +49,20 @@ def diff_pull_request(pull: dict[str, Any], generation: int = 0) -> dict[str, An
 def build_report(rt: runtime.Runtime, forge: Forge, pr: PullRequest) -> DiffReport:
     """Fetch what is missing, then diff the merge base against the head (as the PR's files view does)."""
     mirror = rt.mirrors.get(pr.repo.forge, pr.repo.full_name)
+    base_branch = f"refs/heads/{pr.base_ref}"
     try:
+        # A forge that names only the base branch leaves base_sha empty: its tip, fetched now, is the base.
         mirror.ensure(forge.authenticated_clone_url(pr.repo.clone_url, pr.repo.full_name),
-                      [pr.base_sha, pr.head_sha],
-                      [f"+refs/heads/{pr.base_ref}:refs/heads/{pr.base_ref}",
-                       f"+{forge.pull_refspec(pr.number)}:refs/pull-heads/{pr.number}"])
+                      [sha for sha in (pr.base_sha, pr.head_sha) if sha],
+                      [f"+{base_branch}:{base_branch}",
+                       f"+{forge.pull_refspec(pr.number)}:refs/pull-heads/{pr.number}"], refresh=not pr.base_sha)
+        base_tip = pr.base_sha or mirror.resolve(base_branch)
     except GitError as err:
         return DiffReport(pr.base_sha, pr.head_sha, error=str(err))
-    base_sha = mirror.merge_base(pr.base_sha, pr.head_sha) or pr.base_sha
+    base_sha = mirror.merge_base(base_tip, pr.head_sha) or base_tip
     base, head = mirror.snapshot(base_sha), mirror.snapshot(pr.head_sha)
     return diff_snapshots(
-        base, head, config_snapshot=mirror.snapshot(pr.base_sha), base_sha=base_sha, head_sha=pr.head_sha,
+        base, head, config_snapshot=mirror.snapshot(base_tip), base_sha=base_sha, head_sha=pr.head_sha,
         branch=pr.base_ref, default_branch=pr.repo.default_branch,
         changed=mirror.changed_paths(base_sha, pr.head_sha), server_rules=rt.server.ignore,
         clusters=set(rt.server.clusters), timeout=rt.server.render_timeout)

@@ -1,4 +1,4 @@
-"""Redis: the bot's queues, delivery de-duplication and pull-request generations."""
+"""Redis: the bot's queues, delivery de-duplication, and which work is the newest for a pull request."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ class JobSpec:
     func: str
     kwargs: dict[str, Any]
     description: str
-    generation_of: str | None = None
-    """A `pull_key`: the job gets the pull request's new generation as `generation`, and a
-    job whose generation is no longer the newest does nothing."""
+    supersedes: str | None = None
+    """A `pull_key`. The job gets its delivery's id as `generation`; it becomes the pull
+    request's newest, and a job whose generation is no longer the newest does nothing."""
     timeout: int = 600
 
 
@@ -46,60 +46,63 @@ class Plan:
 class Store:
     """Keys are prefixed with the instance name, so instances can share one Redis."""
 
-    def __init__(self, connection: redis.Redis, name: str):
-        self.redis, self.name = connection, name
-        self.prefix = f"gitops-bot:{name}"
-        self._accept_script = connection.register_script(self._ACCEPT)
-
-    def queue(self, name: str) -> Queue:
-        return Queue(f"{self.name}.{name}", connection=self.redis)
-
-    def queues(self) -> list[Queue]:
-        return [self.queue(q) for q in QUEUES]
-
-    def generation(self, pull_key: str) -> int:
-        """The newest generation queued for a pull request (see `pull_key`)."""
-        return int(self.redis.get(f"{self.prefix}:{pull_key}:generation") or 0)
-
-    # Record a delivery and bump generations atomically, in one round trip; nil for a duplicate.
-    # KEYS: the delivery's de-duplication key, the deliveries log, then generation keys.
-    # ARGV: the two TTLs, the log entry, and the log entry for a duplicate.
+    # KEYS: the delivery's de-duplication key, the deliveries log, then pull requests' newest keys.
+    # ARGV: the two TTLs, the log entry, the log entry for a duplicate, the new generation.
     _ACCEPT = """
     local fresh = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
     redis.call('LPUSH', KEYS[2], fresh and ARGV[3] or ARGV[4])
     redis.call('LTRIM', KEYS[2], 0, %d)
-    if not fresh then return false end
-    local out = {}
-    for i = 3, #KEYS do
-      out[i - 2] = redis.call('INCR', KEYS[i])
-      redis.call('EXPIRE', KEYS[i], ARGV[2])
-    end
-    return out
+    if not fresh then return 0 end
+    for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[5], 'EX', ARGV[2]) end
+    return 1
     """ % (RECENT_DELIVERIES - 1)
+
+    def __init__(self, connection: redis.Redis, name: str):
+        self.redis, self.name = connection, name
+        self.prefix = f"gitops-bot:{name}"
+        self._accept_script = connection.register_script(self._ACCEPT)
+        # Kept, because a Queue asks Redis for its version once per instance.
+        self._queues = {q: Queue(f"{name}.{q}", connection=connection) for q in QUEUES}
+
+    def queue(self, name: str) -> Queue:
+        return self._queues[name]
+
+    def queues(self) -> list[Queue]:
+        return list(self._queues.values())
+
+    def _newest_key(self, pull_key: str) -> str:
+        return f"{self.prefix}:{pull_key}:newest"
+
+    def newest(self, pull_key: str) -> str | None:
+        """The generation of the newest work queued for a pull request."""
+        value = self.redis.get(self._newest_key(pull_key))
+        return value.decode() if value else None
 
     @property
     def deliveries_key(self) -> str:
         return f"{self.prefix}:deliveries"
 
     def accept(self, forge: str, delivery_id: str, plan: Plan, entry: dict[str, Any]) -> list[str] | None:
-        """Record the delivery and queue its jobs; None when the delivery was seen before.
+        """Record the delivery and queue its jobs, in two round trips; None for a duplicate.
 
         `entry` describes the delivery for the recent-deliveries log. If queuing fails, the
         delivery is forgotten again, so the forge's redelivery is not taken for a duplicate.
         """
         dedup_key = f"{self.prefix}:delivery:{forge}:{delivery_id}"
-        bumps = sorted({j.generation_of for j in plan.jobs if j.generation_of} | set(plan.cancel))
-        keys = [f"{self.prefix}:{key}:generation" for key in bumps]
+        generation = f"{forge}:{delivery_id}"
+        pulls = sorted({j.supersedes for j in plan.jobs if j.supersedes} | set(plan.cancel))
         outcome = "queued" if plan.jobs else plan.ignored or "recorded"
-        result = self._accept_script(
-            keys=[dedup_key, self.deliveries_key, *keys],
+        fresh = self._accept_script(
+            keys=[dedup_key, self.deliveries_key, *map(self._newest_key, pulls)],
             args=[DELIVERY_TTL, GENERATION_TTL, json.dumps({**entry, "outcome": outcome}),
-                  json.dumps({**entry, "outcome": "duplicate"})])
-        if result is None:
+                  json.dumps({**entry, "outcome": "duplicate"}), generation])
+        if not fresh:
             return None
-        generations = dict(zip(bumps, result))
         try:
-            return [self._enqueue(job, generations, delivery_id) for job in plan.jobs]
+            pipe = self.redis.pipeline(transaction=True)
+            jobs = [self._enqueue(job, generation, delivery_id, pipe) for job in plan.jobs]
+            pipe.execute()
+            return jobs
         except redis.RedisError:
             self.redis.delete(dedup_key)
             raise
@@ -114,12 +117,10 @@ class Store:
     def recent_deliveries(self) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in self.redis.lrange(self.deliveries_key, 0, RECENT_DELIVERIES - 1)]
 
-    def _enqueue(self, job: JobSpec, generations: dict[str, int], delivery_id: str) -> str:
-        kwargs = dict(job.kwargs)
-        if job.generation_of:
-            kwargs["generation"] = generations[job.generation_of]
+    def _enqueue(self, job: JobSpec, generation: str, delivery_id: str, pipe: redis.client.Pipeline) -> str:
+        kwargs = {**job.kwargs, "generation": generation} if job.supersedes else job.kwargs
         queued = self.queue(job.queue).enqueue_call(
             f"bot.jobs.{job.func}", kwargs=kwargs, description=job.description, timeout=job.timeout,
             result_ttl=7 * 24 * 3600, failure_ttl=30 * 24 * 3600, meta={"delivery": delivery_id},
-            retry=Retry(max=3, interval=[5, 30, 120]))
+            retry=Retry(max=3, interval=[5, 30, 120]), pipeline=pipe)
         return queued.id

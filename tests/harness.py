@@ -86,3 +86,30 @@ def bot_env(tmp: Path, redis_url: str, config: str, **extra: str) -> dict[str, s
     env.update(REDIS_URL=redis_url, GITOPS_BOT_CONFIG=str(tmp / "bot.yaml"),
                GITOPS_BOT_DATA_DIR=str(tmp / "data"), **extra)
     return env
+
+
+# A small GitOps repository and a change to it: 1 object added, 2 changed (one a Secret), 0 removed.
+PASSWORD_BASE, PASSWORD_HEAD = "cGFzc3dvcmQtb25l", "cGFzc3dvcmQtdHdv"  # base64 of the Secret's values
+BASE_FILES = {
+    "apps/web.yaml": """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: "nginx:1.25"}]}
+""",
+    "apps/secret.yaml": f"""apiVersion: v1
+kind: Secret
+metadata: {{name: db}}
+data: {{password: {PASSWORD_BASE}}}
+""",
+    "apps/config.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n",
+}
+HEAD_CHANGES = {
+    "apps/web.yaml": BASE_FILES["apps/web.yaml"].replace("replicas: 1", "replicas: 3"),
+    "apps/secret.yaml": BASE_FILES["apps/secret.yaml"].replace(PASSWORD_BASE, PASSWORD_HEAD),
+    "apps/service.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n",
+}

@@ -15,6 +15,9 @@ def webhook_parser(forge: str) -> WebhookParser | None:
     if forge == "github":
         from bot.forges import github
         return lambda headers, body, settings: github.parse_webhook(headers, body, settings.github_webhook_secret)
+    if forge == "gitlab":
+        from bot.forges import gitlab
+        return lambda headers, body, settings: gitlab.parse_webhook(headers, body, settings.gitlab_webhook_token)
     return None
 
 
@@ -24,4 +27,7 @@ def make_forge(forge: str, settings: Settings) -> Forge:
         from bot.forges.github import GitHubForge
         return GitHubForge(settings.github_api_url, settings.github_token, settings.github_app_id,
                            settings.github_app_private_key)
+    if forge == "gitlab":
+        from bot.forges.gitlab import GitLabForge
+        return GitLabForge(settings.gitlab_url, settings.gitlab_token)
     raise ValueError(f"unknown forge {forge!r}")

@@ -1,0 +1,301 @@
+"""Benchmark the diff pipeline on generated repositories: `python bench/diff.py [--objects N]`.
+
+Everything is measured side by side in one run, on real git repositories in a temporary
+directory:
+
+- a plain tree of N objects (Deployments, Services, ConfigMaps, Secrets, CRs), one per file,
+  with 5% of them changed on a second branch: the full pipeline (read both trees, render,
+  diff, Markdown) against only parsing both trees with `yaml.CSafeLoader` (target <= 2.0);
+- a one-file change in that repository against the same change in a 50-file one (target <= 1.2);
+- peak memory of the full pipeline against the size of the parsed objects (target < 10);
+- a kustomization tree of 50 overlays over one base, changing one overlay (target: one
+  environment rendered, not 50) and then the base (all 50).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gc
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.gitrepo import Mirror  # noqa: E402
+from bot.pipeline import diff_snapshots  # noqa: E402
+from bot.renderers import kustomize  # noqa: E402
+from bot.report import markdown  # noqa: E402
+
+KINDS = ("deployment", "service", "configmap", "secret", "certificate")
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def init_repo(root: Path) -> Path:
+    root.mkdir(parents=True)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "bench@example.com")
+    git(root, "config", "user.name", "Bench")
+    return root
+
+
+def commit(root: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", message)
+    return git(root, "rev-parse", "HEAD")
+
+
+# -- a realistic plain tree -----------------------------------------------------------------------
+
+def manifest(kind: str, app: int, version: int = 0) -> str:
+    """One object of `kind` for app number `app`; `version` > 0 changes it as a real PR would."""
+    name, ns = f"app-{app:04d}", f"team-{app % 20:02d}"
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": f"team-{app % 20:02d}",
+              "app.kubernetes.io/managed-by": "gitops-bot"}
+    meta = {"name": name, "namespace": ns, "labels": labels}
+    if kind == "deployment":
+        doc: dict[str, Any] = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
+            "replicas": 2 + version, "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": labels, "annotations": {"prometheus.io/scrape": "true"}},
+                         "spec": {"serviceAccountName": name, "containers": [{
+                             "name": "app", "image": f"registry.example.com/{name}:1.{app % 30}.{version}",
+                             "ports": [{"name": "http", "containerPort": 8080}],
+                             "env": [{"name": "LOG_LEVEL", "value": "info"},
+                                     {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {
+                                         "name": name, "key": "password"}}}],
+                             "envFrom": [{"configMapRef": {"name": name}}],
+                             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                           "limits": {"cpu": "1", "memory": "512Mi"}},
+                             "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                                                "periodSeconds": 10},
+                             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                                               "initialDelaySeconds": 30}}]}}}}
+    elif kind == "service":
+        doc = {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
+            "type": "ClusterIP", "selector": {"app.kubernetes.io/name": name},
+            "ports": [{"name": "http", "port": 80 + version, "targetPort": "http"}]}}
+    elif kind == "configmap":
+        doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {
+            "FEATURE_FLAGS": f"search,checkout,v{version}", "CACHE_TTL": str(300 + version),
+            "app.properties": "".join(f"key.{i}=value-{app}-{i}\n" for i in range(12))}}
+    elif kind == "secret":
+        value = base64.b64encode(f"s3cr3t-{app}-{version}".encode()).decode()
+        doc = {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque",
+               "data": {"password": value, "username": base64.b64encode(name.encode()).decode()}}
+    else:
+        doc = {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": meta, "spec": {
+            "secretName": f"{name}-tls", "duration": f"{2160 + version}h", "renewBefore": "360h",
+            "dnsNames": [f"{name}.example.com", f"{name}.internal.example.com"],
+            "issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"}}}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def plain_files(objects: int) -> dict[str, str]:
+    return {f"apps/team-{i // 5 % 20:02d}/app-{i // 5:04d}/{KINDS[i % 5]}.yaml": manifest(KINDS[i % 5], i // 5)
+            for i in range(objects)}
+
+
+def plain_repo(root: Path, objects: int, changed_fraction: float) -> tuple[Path, str, str, str]:
+    """A repository of `objects` files on main, a branch changing a fraction of them, and a
+    branch changing one file. Returns (repo, base, head, one-file head)."""
+    repo = init_repo(root)
+    files = plain_files(objects)
+    base = commit(repo, files, "base")
+    step = max(1, round(1 / changed_fraction))
+    git(repo, "checkout", "-q", "-b", "change")
+    changed = {name: manifest(KINDS[i % 5], i // 5, version=1)
+               for i, name in enumerate(files) if i % step == 0}
+    head = commit(repo, changed, "change")
+    git(repo, "checkout", "-q", "-b", "one", base)
+    one = commit(repo, {next(iter(files)): manifest("deployment", 0, version=1)}, "one file")
+    return repo, base, head, one
+
+
+# -- a kustomization tree -------------------------------------------------------------------------
+
+def kustomize_repo(root: Path, overlays: int) -> tuple[Path, str, str, str]:
+    """One base, `overlays` overlays, each an environment. Returns (repo, base, overlay head, base head)."""
+    repo = init_repo(root)
+    files = {"base/kustomization.yaml": "resources: [deployment.yaml, service.yaml, configmap.yaml]\n",
+             "base/deployment.yaml": manifest("deployment", 0), "base/service.yaml": manifest("service", 0),
+             "base/configmap.yaml": manifest("configmap", 0)}
+    config: dict[str, Any] = {"environments": {}}
+    for i in range(overlays):
+        path = f"envs/env-{i:02d}"
+        files[f"{path}/kustomization.yaml"] = (f"resources: [../../base]\nnamePrefix: env{i:02d}-\n"
+                                               f"namespace: env-{i:02d}\npatches: [{{path: replicas.yaml}}]\n")
+        files[f"{path}/replicas.yaml"] = ("apiVersion: apps/v1\nkind: Deployment\n"
+                                          "metadata: {name: app-0000, namespace: team-00}\nspec: {replicas: 3}\n")
+        config["environments"][f"env-{i:02d}"] = {"branch": "main", "path": path}
+    files[".gitops.yaml"] = yaml.safe_dump(config)
+    base = commit(repo, files, "base")
+    git(repo, "checkout", "-q", "-b", "overlay")
+    overlay = commit(repo, {"envs/env-07/replicas.yaml": files["envs/env-07/replicas.yaml"]
+                            .replace("replicas: 3", "replicas: 4")}, "one overlay")
+    git(repo, "checkout", "-q", "-b", "base-change", base)
+    base_change = commit(repo, {"base/service.yaml": manifest("service", 0, version=1)}, "the base")
+    return repo, base, overlay, base_change
+
+
+# -- measuring ------------------------------------------------------------------------------------
+
+def pipeline(repo: Path, base: str, head: str, *, incremental: bool = True) -> tuple[str, Any]:
+    """The whole job as the worker runs it, from a fresh mirror object: read, render, diff, Markdown."""
+    mirror = Mirror(repo / ".git", None)
+    changed = mirror.changed_paths(base, head) if incremental else None
+    report = diff_snapshots(mirror.snapshot(base), mirror.snapshot(head), config_snapshot=mirror.snapshot(base),
+                            base_sha=base, head_sha=head, branch="main", default_branch="main",
+                            changed=changed)
+    if report.failed:
+        raise SystemExit(f"bench: the diff failed: {report.error or next(e.error for e in report.environments if e.error)}")
+    return "".join(markdown(report, "bench")), report
+
+
+def blobs(repo: Path, sha: str) -> list[bytes]:
+    """Every manifest's bytes at `sha`, read up front so that only parsing is timed."""
+    names = git(repo, "ls-tree", "-r", "--name-only", sha).splitlines()
+    batch = "".join(f"{sha}:{n}\n" for n in names).encode()
+    out = subprocess.run(["git", "cat-file", "--batch"], cwd=repo, input=batch, capture_output=True,
+                         check=True).stdout
+    contents, pos = [], 0
+    while pos < len(out):
+        header_end = out.index(b"\n", pos)
+        size = int(out[pos:header_end].split()[2])
+        contents.append(out[header_end + 1:header_end + 1 + size])
+        pos = header_end + 2 + size
+    return contents
+
+
+def parse_only(trees: list[list[bytes]]) -> list[list[Any]]:
+    return [[d for data in tree for d in yaml.load_all(data, Loader=yaml.CSafeLoader)] for tree in trees]
+
+
+def timed(run: Callable[[], Any], repeat: int) -> float:
+    """The median wall time of `repeat` runs, in seconds."""
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def traced_peak(run: Callable[[], Any]) -> tuple[int, Any]:
+    """(peak bytes allocated while `run` runs, what it returned)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = run()
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+def held(build: Callable[[], Any]) -> int:
+    """The bytes still allocated by what `build` returns, while it is kept."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = build()
+        size = tracemalloc.get_traced_memory()[0] - before
+        del kept
+        return size
+    finally:
+        tracemalloc.stop()
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def bench_plain(tmp: Path, objects: int, repeat: int) -> None:
+    print(f"== plain tree: {objects:,} objects in {objects:,} files, 5% changed")
+    started = time.perf_counter()
+    big, base, head, one = plain_repo(tmp / "big", objects, 0.05)
+    small, s_base, _, s_one = plain_repo(tmp / "small", 50, 0.05)
+    print(f"   generated in {time.perf_counter() - started:.1f}s")
+    trees = [blobs(big, base), blobs(big, head)]
+    megabytes = sum(len(b) for t in trees for b in t) / 1e6
+    parse = timed(lambda: parse_only(trees), repeat)
+    full = timed(lambda: pipeline(big, base, head, incremental=False), repeat)
+    incremental = timed(lambda: pipeline(big, base, head), repeat)
+    text, report = pipeline(big, base, head)
+    counts = report.counts
+    print(f"   parse both trees with CSafeLoader ({megabytes:.1f} MB): {parse * 1000:8.0f} ms")
+    print(f"   full pipeline, every file rendered:       {full * 1000:8.0f} ms   ratio {full / parse:.2f} "
+          f"(target <= 2.0: {verdict(full / parse <= 2.0)})")
+    print(f"   incremental pipeline, as a PR runs:       {incremental * 1000:8.0f} ms   ratio "
+          f"{incremental / parse:.2f}")
+    print(f"   diff: {counts.added} added, {counts.changed} changed, {counts.removed} removed; "
+          f"Markdown {len(text):,} characters")
+
+    one_big = timed(lambda: pipeline(big, base, one), repeat * 5)
+    one_small = timed(lambda: pipeline(small, s_base, s_one), repeat * 5)
+    print(f"   one-file change, {objects:,} files:           {one_big * 1000:8.1f} ms")
+    print(f"   one-file change, 50 files:               {one_small * 1000:8.1f} ms   ratio "
+          f"{one_big / one_small:.2f} (target <= 1.2: {verdict(one_big / one_small <= 1.2)})")
+
+    parsed = held(lambda: parse_only(trees))
+    peak, _ = traced_peak(lambda: pipeline(big, base, head, incremental=False))
+    print(f"   parsed objects of both trees:             {parsed / 1e6:8.1f} MB")
+    print(f"   peak memory of the full pipeline:         {peak / 1e6:8.1f} MB   ratio {peak / parsed:.2f} "
+          f"(target < 10: {verdict(peak / parsed < 10)})")
+
+
+def bench_kustomize(tmp: Path, overlays: int) -> None:
+    print(f"== kustomize: {overlays} overlays over one base, one environment each")
+    repo, base, overlay, base_change = kustomize_repo(tmp / "kustomize", overlays)
+    calls: list[str] = []
+    original = kustomize.render_kustomize
+
+    def counting(root: Path, path: str, **kwargs: Any) -> str:
+        calls.append(path)
+        return original(root, path, **kwargs)
+
+    kustomize.render_kustomize = counting  # type: ignore[assignment]
+    try:
+        for label, head, expected in [("one overlay changed", overlay, 1), ("the base changed", base_change, overlays)]:
+            calls.clear()
+            started = time.perf_counter()
+            _, report = pipeline(repo, base, head)
+            elapsed = time.perf_counter() - started
+            rendered = len(set(calls))
+            print(f"   {label:20}: {rendered:2} of {overlays} environments rendered ({len(calls)} kustomize "
+                  f"runs, base and head), {report.counts.changed} objects changed, {elapsed:.2f}s "
+                  f"(target {expected}: {verdict(rendered == expected)})")
+    finally:
+        kustomize.render_kustomize = original  # type: ignore[assignment]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=5000)
+    parser.add_argument("--overlays", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per figure (the median is shown)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gitops-bot-bench-") as tmp:
+        bench_plain(Path(tmp), args.objects, args.repeat)
+        bench_kustomize(Path(tmp), args.overlays)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""The GitLab adapter against the GitLab stand-in, through the real python-gitlab client."""
+
+from __future__ import annotations
+
+import gitlab
+import pytest
+
+from bot.forges.base import PullState, TransientForgeError
+from bot.forges.gitlab import GitLabForge
+from tests.fakes.gitlab_api import DEVELOPER, GUEST, MAINTAINER, OWNER, PLANNER, REPORTER, FakeGitLab
+from tests.fakes.http import Reply
+
+PATH = "group/sub/infra"
+TOKEN = "glpat-adapterTOKEN0123"
+HEAD, BASE = "a" * 40, "b" * 40
+BAD_GATEWAY = Reply(502, {"message": "502 Bad Gateway"}, {"Retry-After": "0"})
+
+
+@pytest.fixture
+def fake():
+    with FakeGitLab(token=TOKEN) as server:
+        server.add_project(PATH)
+        server.add_mr(PATH, 7, "feature", "main", HEAD, base_sha=BASE)
+        yield server
+    assert server.errors == []
+
+
+@pytest.fixture
+def forge(fake) -> GitLabForge:
+    return GitLabForge(fake.url, TOKEN)
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """python-gitlab sleeps between retries; the count matters here, not the wait."""
+    monkeypatch.setattr(gitlab.utils.time, "sleep", lambda seconds: None)
+
+
+def test_identity_and_clone_urls(forge, fake):
+    assert (forge.name, forge.comment_limit) == ("gitlab", 1_000_000)
+    assert forge.pull_refspec(7) == "refs/merge-requests/7/head"
+    assert forge.bot_login() == forge.bot_login() == "gitops-bot"
+    assert len(fake.calls("GET", r"/api/v4/user$")) == 1  # cached
+    assert forge.authenticated_clone_url("https://gitlab.example.com/group/sub/infra.git", PATH) == (
+        f"https://oauth2:{TOKEN}@gitlab.example.com/group/sub/infra.git")
+    assert forge.authenticated_clone_url("https://gitlab.example.com:8443/g/r.git", PATH) == (
+        f"https://oauth2:{TOKEN}@gitlab.example.com:8443/g/r.git")
+    for url in ("file:///srv/infra.git", "http://gitlab.local/g/r.git", "git@gitlab.com:g/r.git"):
+        assert forge.authenticated_clone_url(url, PATH) == url
+
+
+def test_projects_are_addressed_by_their_nested_path(forge, fake):
+    forge.create_comment(PATH, 7, "hello")
+    (call,) = fake.calls("POST", r"/notes$")
+    assert call.path == "/api/v4/projects/group%2Fsub%2Finfra/merge_requests/7/notes"
+    assert call.headers["private-token"] == TOKEN
+
+
+def test_notes_listed_without_system_notes_created_edited_deleted(forge, fake):
+    fake.add_note(PATH, 7, "added 1 commit", author="alice", system=True)
+    human = fake.add_note(PATH, 7, "/diff", author="carol")
+    first = forge.create_comment(PATH, 7, "<!-- marker -->\npart 1")
+    second = forge.create_comment(PATH, 7, "<!-- marker -->\npart 2")
+    assert [(c.id, c.body, c.author) for c in forge.list_comments(PATH, 7)] == [
+        (human["id"], "/diff", "carol"), (first, "<!-- marker -->\npart 1", "gitops-bot"),
+        (second, "<!-- marker -->\npart 2", "gitops-bot")]
+
+    forge.edit_comment(PATH, 7, first, "<!-- marker -->\nnew")
+    forge.delete_comment(PATH, 7, second)
+    assert [n["body"] for n in fake.notes(PATH, 7)] == ["added 1 commit", "/diff", "<!-- marker -->\nnew"]
+    assert len(fake.calls("PUT", rf"/notes/{first}$")) == 1
+    assert fake.calls("GET", rf"/notes/{first}$") == []  # an edit is one PUT, no read first
+
+
+def test_listing_follows_pages(forge, fake):
+    for i in range(130):
+        fake.add_note(PATH, 7, f"note {i}")
+    assert len(forge.list_comments(PATH, 7)) == 130
+
+
+@pytest.mark.parametrize("state, gitlab_state", [
+    ("pending", "pending"), ("success", "success"), ("failure", "failed"), ("error", "failed"),
+])
+def test_commit_status_states(forge, fake, state, gitlab_state):
+    forge.set_status(PATH, HEAD, "gitops-bot/diff", state, "1 added", url="https://bot/runs/1")
+    (status,) = fake.statuses(PATH, HEAD)
+    assert (status["name"], status["status"], status["description"], status["target_url"]) == (
+        "gitops-bot/diff", gitlab_state, "1 added", "https://bot/runs/1")
+
+
+def test_posting_pending_onto_pending_is_tolerated(forge, fake):
+    forge.set_status(PATH, HEAD, "gitops-bot/diff", "pending", "rendering manifests")
+    forge.set_status(PATH, HEAD, "gitops-bot/diff", "pending", "rendering manifests")
+    forge.set_status(PATH, HEAD, "gitops-bot/diff", "success", "no changes")
+    assert [s["status"] for s in fake.statuses(PATH, HEAD)] == ["pending", "success"]
+    fake.fail("POST", r"/statuses/", Reply(400, {"message": "400 Bad request - sha is invalid"}))
+    with pytest.raises(gitlab.GitlabCreateError):  # other refusals still surface
+        forge.set_status(PATH, HEAD, "gitops-bot/diff", "success", "no changes")
+
+
+@pytest.mark.parametrize("reaction, emoji", [
+    ("+1", "thumbsup"), ("-1", "thumbsdown"), ("eyes", "eyes"), ("rocket", "rocket"), ("confused", "confused"),
+])
+def test_reactions_are_award_emoji_on_the_note(forge, fake, reaction, emoji):
+    note = fake.add_note(PATH, 7, "/deploy", author="carol")
+    forge.react(PATH, 7, note["id"], reaction)
+    forge.react(PATH, 7, note["id"], reaction)  # already awarded: not an error
+    assert [a["name"] for a in fake.award_emoji(note["id"])] == [emoji]
+
+
+def test_reacting_to_a_missing_note_is_an_error(forge):
+    with pytest.raises(gitlab.GitlabCreateError) as err:
+        forge.react(PATH, 7, 999_999, "eyes")
+    assert err.value.response_code == 404
+
+
+@pytest.mark.parametrize("project_level, group, group_level, expected", [
+    (GUEST, None, 0, "read"), (PLANNER, None, 0, "read"), (REPORTER, None, 0, "triage"),
+    (DEVELOPER, None, 0, "write"), (MAINTAINER, None, 0, "maintain"), (OWNER, None, 0, "admin"),
+    (0, "group", MAINTAINER, "maintain"),  # inherited from the top group
+    (0, "group/sub", DEVELOPER, "write"),  # inherited from the subgroup
+    (REPORTER, "group", OWNER, "admin"),  # the highest level counts
+    (0, "group/subzero", OWNER, "none"),  # not an ancestor
+    (0, None, 0, "none"),
+])
+def test_permission_levels(forge, fake, project_level, group, group_level, expected):
+    fake.add_user("dana")
+    if project_level:
+        fake.set_access(PATH, "dana", project_level)
+    if group:
+        fake.set_group_access(group, "dana", group_level)
+    assert forge.permission(PATH, "dana") == expected
+
+
+def test_an_unknown_user_has_no_permission(forge):
+    assert forge.permission(PATH, "nobody-here") == "none"
+
+
+def test_pull_state(forge, fake):
+    assert forge.pull_state(PATH, 7) == PullState(HEAD, "main", "open", True, False)
+    fake.add_approval(PATH, 7, "carol")
+    assert forge.pull_state(PATH, 7).approved
+    fake.add_mr(PATH, 8, "two-approvals", "production", "c" * 40, approvals_required=2)
+    fake.add_approval(PATH, 8, "carol")
+    assert not forge.pull_state(PATH, 8).approved  # one more is required
+
+
+@pytest.mark.parametrize("fields, state, mergeable", [
+    ({"detailed_merge_status": "checking"}, "open", None),
+    ({"detailed_merge_status": "unchecked"}, "open", None),
+    ({"detailed_merge_status": "conflict"}, "open", False),
+    ({"detailed_merge_status": "not_approved"}, "open", False),
+    ({"state": "closed", "detailed_merge_status": "not_open"}, "closed", False),
+    ({"state": "merged", "detailed_merge_status": "not_open"}, "merged", False),
+])
+def test_pull_state_mergeability(forge, fake, fields, state, mergeable):
+    fake.mrs[(PATH, 7)].update(fields)
+    pull = forge.pull_state(PATH, 7)
+    assert (pull.state, pull.mergeable) == (state, mergeable)
+
+
+def test_merge_at_the_expected_head(forge, fake):
+    fake.on_merge = lambda path, iid: "f" * 40
+    assert forge.merge(PATH, 7, HEAD, "Deploy !7") == "f" * 40
+    (call,) = fake.calls("PUT", r"/merge$")
+    assert fake._params(call) == {"sha": HEAD, "merge_commit_message": "Deploy !7"}
+    assert fake.mrs[(PATH, 7)]["state"] == "merged"
+
+
+def test_merge_refuses_a_moved_head(forge, fake):
+    with pytest.raises(gitlab.GitlabMRClosedError) as err:
+        forge.merge(PATH, 7, "1" * 40, "Deploy !7")
+    assert err.value.response_code == 409
+    assert fake.mrs[(PATH, 7)]["state"] == "opened"
+
+
+def test_deployments(forge, fake):
+    deployment_id = forge.create_deployment(PATH, "production", HEAD, "main", "deploying")
+    (deployment,) = fake.deployments[PATH]
+    assert str(deployment["id"]) == deployment_id
+    assert (deployment["environment"]["name"], deployment["sha"], deployment["ref"], deployment["status"]) == (
+        "production", HEAD, "main", "running")
+    for state, expected in (("success", "success"), ("failure", "failed")):
+        forge.update_deployment(PATH, "production", deployment_id, state, "done")
+        assert fake.deployments[PATH][0]["status"] == expected
+
+
+def test_a_transient_502_is_retried(forge, fake):
+    fake.fail("POST", r"/notes$", BAD_GATEWAY, times=2)
+    assert forge.create_comment(PATH, 7, "hello")
+    assert len(fake.calls("POST", r"/notes$")) == 3
+    assert [n["body"] for n in fake.notes(PATH, 7)] == ["hello"]
+
+
+@pytest.mark.parametrize("reply", [
+    BAD_GATEWAY, Reply(429, {"message": "429 Too Many Requests"}, {"Retry-After": "0"}), None,  # None: dropped
+])
+def test_persistent_transient_errors_become_transient_forge_errors(forge, fake, no_backoff, reply):
+    fake.fail("GET", r"/notes$", reply, times=100)
+    with pytest.raises(TransientForgeError) as err:
+        forge.list_comments(PATH, 7)
+    assert TOKEN not in str(err.value) and err.value.__cause__ is None
+    assert len(fake.calls("GET", r"/notes$")) > 1  # python-gitlab retried first
+
+
+def test_an_unreachable_server_is_transient(no_backoff):
+    with FakeGitLab() as stopped:
+        url = stopped.url
+    with pytest.raises(TransientForgeError) as err:
+        GitLabForge(url, TOKEN).set_status(PATH, HEAD, "gitops-bot/diff", "pending", "x")
+    assert "unreachable" in str(err.value) and TOKEN not in str(err.value)
+
+
+def test_a_wrong_token_is_not_transient_and_not_echoed(fake):
+    with pytest.raises(gitlab.GitlabAuthenticationError) as err:
+        GitLabForge(fake.url, "glpat-wrong").create_comment(PATH, 7, "x")
+    assert "glpat-wrong" not in str(err.value)
+
+
+def test_a_token_is_required():
+    with pytest.raises(ValueError, match="GITLAB_TOKEN"):
+        GitLabForge("https://gitlab.com", None)
