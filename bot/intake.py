@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bot.config import ServerConfig
-from bot.events import CommentEvent, Event, Ping, PullRequestEvent, PushEvent, Unsupported, event_repo, to_plain
+from bot.events import (CommentEvent, Event, Ping, PullRequestEvent, PushEvent, Repo, Unsupported, event_repo,
+                        to_plain)
 from bot.queue import JobSpec, Plan, pull_key
 
 
@@ -13,14 +14,16 @@ def plan(event: Event, server: ServerConfig) -> Plan:
     if isinstance(event, Unsupported):
         return Plan(ignored=event.reason)
     repo = event_repo(event)
-    if repo is None or not server.allows(repo.full_name):
+    if repo is None:
+        return Plan(ignored="the event names no repository")
+    if not server.allows(repo.full_name):
         return Plan(ignored=f"repository {repo.full_name} is not in the server config")
     if isinstance(event, PullRequestEvent):
         return _pull_request(event)
     if isinstance(event, CommentEvent):
         return Plan(ignored="comments are not acted on by this version")
     if isinstance(event, PushEvent):
-        return Plan(ignored="pushes are not acted on by this version")
+        return _push(event)
     return Plan(ignored=f"{type(event).__name__} is not acted on")
 
 
@@ -29,7 +32,11 @@ def _pull_request(event: PullRequestEvent) -> Plan:
     key = pull_key(pull.repo.forge, pull.repo.full_name, pull.number)
     if event.action in ("opened", "updated", "retargeted"):
         return Plan(jobs=[diff_job(event)])
-    if event.action in ("closed", "merged"):
+    if event.action == "merged":
+        # The merge commit, if the forge names one; otherwise the job deploys the branch's tip.
+        job = deploy_job(pull.repo, pull.base_ref, event.merge_sha or "", event.sender, pull=pull.number)
+        return Plan(jobs=[job], cancel=[key])
+    if event.action == "closed":
         return Plan(cancel=[key], ignored=f"pull request {event.detail}: pending diffs are cancelled")
     return Plan(ignored=f"pull request action {event.detail!r} does not change what it deploys")
 
@@ -40,3 +47,21 @@ def diff_job(event: PullRequestEvent) -> JobSpec:
         queue="diff", func="diff_pull_request", kwargs={"pull": to_plain(pull)},
         description=f"diff {pull.repo.full_name}#{pull.number} at {pull.head_sha[:7]}",
         supersedes=pull_key(pull.repo.forge, pull.repo.full_name, pull.number), timeout=900)
+
+
+def _push(event: PushEvent) -> Plan:
+    if event.branch is None:
+        return Plan(ignored=f"push to {event.ref}: only pushes to branches deploy")
+    if event.deleted:
+        return Plan(ignored=f"branch {event.branch} was deleted: nothing to deploy")
+    return Plan(jobs=[deploy_job(event.repo, event.branch, event.after, event.pusher)])
+
+
+def deploy_job(repo: Repo, branch: str, sha: str, actor: str, pull: int | None = None,
+               environment: str | None = None) -> JobSpec:
+    """Deploy the environments of `branch` at `sha` ("" = its tip), or only `environment`; reply on `pull`."""
+    return JobSpec(
+        queue="deploy", func="deploy_push",
+        kwargs={"repo": to_plain(repo), "branch": branch, "sha": sha, "actor": actor, "pull": pull,
+                "environment": environment},
+        description=f"deploy {repo.full_name} {branch} at {sha[:7] or 'tip'}", timeout=3600)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from bot import runtime
+from bot import deploy, deploy_report, runtime
 from bot.comments import sync_comments
+from bot.config import ConfigError, Environment
 from bot.diff import DiffReport
-from bot.events import PullRequest, pull_from_plain
-from bot.forges.base import Forge
-from bot.gitrepo import GitError
-from bot.pipeline import diff_snapshots
+from bot.environments import EnvRef, Environments, Lease, Record
+from bot.events import PullRequest, Repo, pull_from_plain, repo_from_plain
+from bot.forges.base import Forge, StatusState
+from bot.gitrepo import GitError, Mirror
+from bot.pipeline import diff_snapshots, read_repo_config
 from bot.queue import pull_key
 from bot.report import markdown, marker, status_description
 
@@ -38,7 +42,7 @@ def diff_pull_request(pull: dict[str, Any], generation: str | None = None) -> di
         return {"superseded": True}
     bodies = markdown(report, rt.settings.name, forge.comment_limit)
     sync_comments(forge, pr.repo.full_name, pr.number, marker(rt.settings.name), bodies)
-    state = "failure" if report.failed else "success"
+    state: StatusState = "failure" if report.failed else "success"
     forge.set_status(pr.repo.full_name, pr.head_sha, context, state, status_description(report))
     counts = report.counts
     log.info("diff posted", extra={"pull": key, "head": pr.head_sha, "state": state, "parts": len(bodies)})
@@ -66,3 +70,145 @@ def build_report(rt: runtime.Runtime, forge: Forge, pr: PullRequest) -> DiffRepo
         branch=pr.base_ref, default_branch=pr.repo.default_branch,
         changed=mirror.changed_paths(base_sha, pr.head_sha), server_rules=rt.server.ignore,
         clusters=set(rt.server.clusters), timeout=rt.server.render_timeout)
+
+
+# -- deploy -----------------------------------------------------------------------------------------
+
+LOCK_WAIT = 300.0
+"""Seconds, beyond the rollout time-out, a deploy waits for another deploy of the same environment."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One environment at one commit, who asked for it, and the pull request to reply on."""
+
+    repo: Repo
+    env: Environment
+    sha: str
+    actor: str
+    pull: int | None = None
+
+    @property
+    def ref(self) -> EnvRef:
+        return EnvRef(self.repo.forge, self.repo.full_name, self.env.name)
+
+
+def deploy_push(repo: dict[str, Any], branch: str, sha: str, actor: str, pull: int | None = None,
+                environment: str | None = None) -> dict[str, Any]:
+    """Deploy each environment of `branch` that has a cluster (or only `environment`) at `sha`.
+
+    An empty `sha` means the branch's tip. The repo config is read at the commit that landed.
+    """
+    rt = runtime.current()
+    source = repo_from_plain(repo)
+    forge = rt.forge(source.forge)
+    mirror = rt.mirrors.get(source.forge, source.full_name)
+    mirror.ensure(forge.authenticated_clone_url(source.clone_url, source.full_name), [sha] if sha else [],
+                  [f"+refs/heads/{branch}:refs/heads/{branch}"], refresh=not sha)
+    sha = sha or mirror.resolve(f"refs/heads/{branch}")
+    try:
+        config = read_repo_config(mirror.snapshot(sha), source.default_branch, set(rt.server.clusters))
+    except ConfigError as err:
+        log.warning("deploy skipped: the repo config is broken", extra={"repo": source.full_name, "sha": sha})
+        if pull:
+            forge.create_comment(source.full_name, pull, f"{deploy_report.marker(rt.settings.name)}\n"
+                                 f"❌ **Deploy of `{sha[:7]}` skipped:** {err}\n")
+        return {"error": str(err)}
+    envs = [e for e in config.for_branch(branch) if e.cluster and environment in (None, e.name)]
+    return {e.name: deploy_environment(rt, Target(source, e, sha, actor, pull), mirror, forge) for e in envs}
+
+
+def deploy_environment(rt: runtime.Runtime, target: Target, mirror: Mirror, forge: Forge | None, *,
+                       force: bool = False) -> dict[str, Any]:
+    """Deploy one environment at one commit, once, under its lock, and report to `forge` if given.
+
+    A second request for the same commit (a merge and its push, or a retried job) does not deploy
+    again: it is answered with the recorded result. `force` deploys regardless (`gitops-bot deploy`).
+    """
+    state = Environments(rt.store.redis, rt.settings.name)
+    joined = "new" if force else state.join(target.ref, target.sha, target.pull)
+    if joined == "joined":
+        return {"state": "joined"}  # the deploy under way replies on this pull request too
+    if joined == "new":
+        with state.deploy_lock(target.ref, target.sha, wait=rt.server.rollout_timeout + LOCK_WAIT) as lease:
+            if state.start(lease, force):
+                _deploy_locked(rt, state, lease, target, mirror, forge)
+    return _report(rt, state, target, forge)
+
+
+def _deploy_locked(rt: runtime.Runtime, state: Environments, lease: Lease, target: Target, mirror: Mirror,
+                   forge: Forge | None) -> None:
+    ref, started = target.ref, time.time()
+    hold = state.hold(ref)
+    if hold:
+        state.defer(lease, target.actor)
+        if forge and target.pull:
+            forge.create_comment(target.repo.full_name, target.pull, deploy_report.pending_reply(
+                target.sha, target.env.name, hold, rt.settings.name, rt.server.command_prefix))
+        return
+    deployed = state.deployed(ref)
+    if deployed and deployed.sha != target.sha and mirror.merge_base(target.sha, deployed.sha) == target.sha:
+        error = f"`{target.sha[:7]}` is older than the deployed `{deployed.sha[:7]}`"
+        state.finish(lease, Record(target.sha, target.actor, started, "refused", error=error))
+        return
+    deployment_id = _start_deployment(forge, target) if forge else None
+    if deployment_id:
+        state.set_deployment(lease, deployment_id)
+    result = _run(rt, state, lease, target, mirror)
+    finished = state.finish(lease, Record(
+        target.sha, target.actor, started, "failure" if result.error else "success", round(result.duration, 3),
+        **result.counts, error=result.error))
+    log.info("deploy finished", extra={"environment": target.env.name, "sha": target.sha, "error": result.error,
+                                       "recorded": finished, **result.counts})
+
+
+def _run(rt: runtime.Runtime, state: Environments, lease: Lease, target: Target, mirror: Mirror) -> deploy.Result:
+    cluster = rt.server.clusters.get(target.env.cluster or "")
+    if cluster is None:
+        return deploy.Result(error=f"cluster {target.env.cluster!r} is not in the server config")
+    ref = target.ref
+    try:
+        return deploy.run(
+            mirror.snapshot(target.sha), target.env, cluster,
+            deploy.Inventory.of(rt.settings.name, ref.forge, ref.repo, ref.name),
+            known_kinds=state.applied_kinds(ref),
+            options=deploy.Options(rt.server.rollout_timeout, rt.server.render_timeout),
+            on_plan=lambda plan: state.add_applied_kinds(ref, plan.kinds), check=lease.problem)
+    except Exception as err:  # a bug must still end as a failed deploy, with the lock released
+        log.exception("deploy crashed", extra={"environment": target.env.name, "sha": target.sha})
+        return deploy.Result(error=f"internal error ({type(err).__name__}); the worker's log has the details")
+
+
+def _start_deployment(forge: Forge, target: Target) -> str | None:
+    try:
+        return forge.create_deployment(target.repo.full_name, target.env.name, target.sha, target.env.branch,
+                                       f"{target.sha[:7]} to {target.env.name}")
+    except Exception:  # the forge's view of a deploy must never stop the deploy itself
+        log.warning("forge deployment not created", exc_info=True, extra={"environment": target.env.name})
+        return None
+
+
+def _report(rt: runtime.Runtime, state: Environments, target: Target, forge: Forge | None) -> dict[str, Any]:
+    """Finish the forge deployment and reply on each pull request owed the result, each exactly once."""
+    ref, sha = target.ref, target.sha
+    run = state.run(ref, sha)
+    if run is None or run.record is None or not run.final:
+        return {"state": run.state if run else "unknown"}
+    record = run.record
+    if forge is not None:
+        if run.deployment_id and state.claim_report(ref, sha):
+            try:
+                forge.update_deployment(ref.repo, ref.name, run.deployment_id, "success" if record.ok else "failure",
+                                        deploy_report.summary(record))
+            except Exception:
+                state.unclaim_report(ref, sha)  # a retry of the job reports it
+                raise
+        owed = state.claim_replies(ref, sha)
+        for i, number in enumerate(owed):
+            try:
+                forge.create_comment(ref.repo, number, deploy_report.reply(record, ref.name, rt.settings.name))
+            except Exception:
+                for unsent in owed[i:]:
+                    state.unclaim_reply(ref, sha, unsent)
+                raise
+    return {"state": record.result, **asdict(record)}

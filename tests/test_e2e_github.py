@@ -10,33 +10,11 @@ import pytest
 from bot.forges.github import signature
 from tests.conftest import GitRemote, payload
 from tests.fakes.github_api import FakeGitHub
-from tests.harness import Bot, bot_env
+from tests.harness import BASE_FILES, HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, bot_env
 
 REPO = "acme/infra"
 SECRET = "e2e-webhook-secret"
 TOKEN = "ghp_e2eTOKENvalue0123456789"
-PASSWORD_BASE, PASSWORD_HEAD = "cGFzc3dvcmQtb25l", "cGFzc3dvcmQtdHdv"  # base64 values of the Secret
-
-BASE_FILES = {
-    "apps/web.yaml": """apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: "nginx:1.25"}]}
-""",
-    "apps/secret.yaml": f"""apiVersion: v1
-kind: Secret
-metadata: {{name: db}}
-data: {{password: {PASSWORD_BASE}}}
-""",
-    "apps/config.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n",
-}
-
-
 @pytest.fixture
 def github():
     with FakeGitHub(bot_login="gitops-bot") as fake:
@@ -94,13 +72,6 @@ class PullRequestScenario:
 @pytest.fixture
 def scenario(remote, github, bot) -> PullRequestScenario:
     return PullRequestScenario(remote, github, bot)
-
-
-HEAD_CHANGES = {
-    "apps/web.yaml": BASE_FILES["apps/web.yaml"].replace("replicas: 1", "replicas: 3"),
-    "apps/secret.yaml": BASE_FILES["apps/secret.yaml"].replace(PASSWORD_BASE, PASSWORD_HEAD),
-    "apps/service.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n",
-}
 
 
 def test_opened_pull_request_gets_one_comment_and_a_status(scenario, bot, github):

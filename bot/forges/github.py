@@ -6,10 +6,11 @@ import hashlib
 import hmac
 import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Literal, Mapping, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import github
+import requests
 from github import Auth, Github, GithubException, GithubIntegration
 
 from bot.events import CommentEvent, Event, Ping, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
@@ -129,6 +130,8 @@ def _call(what: str, fn: Callable[[], T]) -> T:
         if err.status >= 500 or err.status in (403, 429) and "rate limit" in str(err.data).lower():
             raise TransientForgeError(f"GitHub answered {err.status} to {what}") from None
         raise
+    except requests.exceptions.RetryError:
+        raise TransientForgeError(f"GitHub kept failing {what}, after retries") from None
     except (ConnectionError, OSError) as err:
         raise TransientForgeError(f"GitHub unreachable for {what}: {type(err).__name__}") from None
 
@@ -145,7 +148,8 @@ class GitHubForge:
             raise ValueError("GitHub needs GITHUB_TOKEN, or GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY")
         self.api_url = api_url.rstrip("/")
         self._token = token
-        self._app_auth = Auth.AppAuth(app_id, _private_key(app_private_key)) if not token else None
+        self._app_auth = None if token else Auth.AppAuth(str(app_id), _private_key(str(app_private_key)))
+        self._auths: dict[str, Auth.Auth] = {}
         self._clients: dict[str, Github] = {}
         self._lock = threading.Lock()
         self._login: str | None = None
@@ -155,27 +159,32 @@ class GitHubForge:
         return Github(base_url=self.api_url, auth=auth, lazy=True, seconds_between_requests=None,
                       seconds_between_writes=None, retry=github.GithubRetry(total=3, backoff_factor=0.5))
 
+    def _auth(self, repo: str) -> Auth.Auth:
+        """The token, or the App installation's auth for `repo`'s owner (it refreshes itself)."""
+        if self._token:
+            return Auth.Token(self._token)
+        owner, name = repo.split("/", 1)
+        app_auth = self._app_auth
+        assert app_auth is not None
+        if owner.lower() not in self._auths:
+            integration = GithubIntegration(auth=app_auth, base_url=self.api_url)
+            installation = _call("installation lookup", lambda: integration.get_repo_installation(owner, name))
+            self._auths[owner.lower()] = app_auth.get_installation_auth(installation.id)
+        return self._auths[owner.lower()]
+
     def client(self, repo: str) -> Github:
-        """A client whose token may act on `repo`: the token, or the App installation's."""
-        owner = repo.split("/", 1)[0].lower()
-        key = "token" if self._token else owner
+        """A client whose token may act on `repo`."""
+        key = "token" if self._token else repo.split("/", 1)[0].lower()
         with self._lock:
             if key not in self._clients:
-                if self._token:
-                    self._clients[key] = self._github(Auth.Token(self._token))
-                else:
-                    integration = GithubIntegration(auth=self._app_auth, base_url=self.api_url)
-                    owner_name, name = repo.split("/", 1)
-                    installation = _call("installation lookup",
-                                         lambda: integration.get_repo_installation(owner_name, name))
-                    self._clients[key] = self._github(self._app_auth.get_installation_auth(installation.id))
+                self._clients[key] = self._github(self._auth(repo))
             return self._clients[key]
 
     def _token_for(self, repo: str) -> str:
         if self._token:
             return self._token
-        auth = self.client(repo)._Github__requester.auth  # the installation auth refreshes itself
-        return auth.token
+        self.client(repo)
+        return self._auths[repo.split("/", 1)[0].lower()].token
 
     def authenticated_clone_url(self, url: str, repo: str) -> str:
         parts = urlsplit(url)
@@ -199,7 +208,7 @@ class GitHubForge:
         return self._login
 
     def _repo(self, repo: str):
-        return self.client(repo).get_repo(repo, lazy=True)
+        return self.client(repo).get_repo(repo)  # lazy: the client was made with lazy=True
 
     def _issue(self, repo: str, number: int):
         return self._repo(repo).get_issue(number)
@@ -243,7 +252,8 @@ class GitHubForge:
             reviews = {}
             for review in pull.get_reviews():  # the latest review per reviewer counts
                 reviews[review.user.login if review.user else ""] = review.state
-            state = "merged" if pull.merged else pull.state
+            state: Literal["open", "closed", "merged"] = "merged" if pull.merged else (
+                "open" if pull.state == "open" else "closed")
             return PullState(pull.head.sha, pull.base.ref, state, pull.mergeable,
                              "APPROVED" in reviews.values() and "CHANGES_REQUESTED" not in reviews.values())
         return _call("read pull request", read)
