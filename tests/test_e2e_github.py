@@ -10,7 +10,8 @@ import pytest
 from bot.forges.github import signature
 from tests.conftest import GitRemote, payload
 from tests.fakes.github_api import FakeGitHub
-from tests.harness import BASE_FILES, HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, bot_env
+from tests.harness import (BASE_FILES, HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, PullRequestScenario,
+                           bot_env)
 
 REPO = "acme/infra"
 SECRET = "e2e-webhook-secret"
@@ -31,47 +32,9 @@ def bot(tmp_path: Path, redis_server, redis, github):
     instance.stop()
 
 
-class PullRequestScenario:
-    """A repository with a base branch and a PR branch, mirrored into the GitHub stand-in."""
-
-    def __init__(self, remote: GitRemote, github: FakeGitHub, bot: Bot, number: int = 7):
-        self.remote, self.github, self.bot, self.number = remote, github, bot, number
-        self.base_sha = remote.commit("main", BASE_FILES, "base")
-        github.add_repo(REPO, clone_url=remote.url)
-        self.deliveries = 0
-
-    def push_head(self, files: dict[str, str | None], message: str = "change") -> str:
-        sha = self.remote.commit("feature", files, message, parent="main")
-        self.remote.set_ref(f"refs/pull/{self.number}/head", sha)
-        if (REPO, self.number) not in self.github.pulls:
-            self.github.add_pull(REPO, self.number, head_sha=sha, head_ref="feature", base_sha=self.base_sha)
-        return sha
-
-    def event(self, action: str, head_sha: str) -> dict:
-        body = payload(f"github/pull_request.{action}")
-        body["repository"].update(full_name=REPO, name="infra", clone_url=self.remote.url, default_branch="main")
-        pr = body["pull_request"]
-        pr["number"] = body["number"] = self.number
-        pr["base"].update(ref="main", sha=self.base_sha)
-        pr["base"]["repo"].update(full_name=REPO, clone_url=self.remote.url)
-        pr["head"].update(ref="feature", sha=head_sha)
-        pr["head"]["repo"].update(full_name=REPO, clone_url=self.remote.url)
-        return body
-
-    def deliver(self, body: dict, delivery: str | None = None, secret: str = SECRET, event: str = "pull_request"):
-        self.deliveries += 1
-        raw = json.dumps(body).encode()
-        return self.bot.post("/webhooks/github", raw, {
-            "X-GitHub-Event": event, "X-GitHub-Delivery": delivery or f"delivery-{self.deliveries}",
-            "X-Hub-Signature-256": signature(secret, raw)})
-
-    def comments(self) -> list[dict]:
-        return self.github.comments(REPO, self.number)
-
-
 @pytest.fixture
 def scenario(remote, github, bot) -> PullRequestScenario:
-    return PullRequestScenario(remote, github, bot)
+    return PullRequestScenario(remote, github, bot, REPO, SECRET)
 
 
 def test_opened_pull_request_gets_one_comment_and_a_status(scenario, bot, github):
