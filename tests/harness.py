@@ -11,14 +11,19 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from werkzeug.serving import make_server
 
+from bot.forges.github import signature
 from bot.queue import Store
 from bot.settings import Settings
 from bot.web import create_app
+
+if TYPE_CHECKING:
+    from tests.conftest import GitRemote
+    from tests.fakes.github_api import FakeGitHub
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,3 +118,106 @@ HEAD_CHANGES = {
     "apps/secret.yaml": BASE_FILES["apps/secret.yaml"].replace(PASSWORD_BASE, PASSWORD_HEAD),
     "apps/service.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n",
 }
+
+
+
+class KubeTarget:
+    """A Kubernetes API for deploy tests: the local stand-in, or a real cluster (GITOPS_BOT_TEST_KUBECONFIG).
+
+    Each test gets its own namespace and CRD group, so tests on a real cluster never meet.
+    """
+
+    def __init__(self, kubeconfig: str, context: str | None, fake: Any = None):
+        import uuid
+
+        import kubernetes
+        from kubernetes.dynamic import DynamicClient
+
+        from bot.config import Cluster
+
+        self.fake = fake
+        """The FakeKubeAPI, or None on a real cluster."""
+        tag = uuid.uuid4().hex[:6]
+        self.namespace, self.crd_group = f"gb-test-{tag}", f"t{tag}.gitops-bot.test"
+        self.cluster = Cluster("test", kubeconfig, context)
+        self.rollout_timeout = 10.0 if fake else 180.0
+        self.image = "registry.k8s.io/pause:3.10"
+        self.stalled_image = "registry.invalid/gitops-bot/never:0"
+        """An image no node can pull: a workload using it never becomes available."""
+        self._api = kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context,
+                                                             persist_config=False)
+        self.dyn = DynamicClient(self._api, cache_file=f"{kubeconfig}.{tag}.discovery.json")
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+        try:
+            return self.dyn.resources.get(api_version=api_version, kind=kind).get(
+                name=name, namespace=namespace).to_dict()
+        except (NotFoundError, ResourceNotFoundError):
+            return None
+
+    def apply(self, body: dict, manager: str = "someone-else") -> None:
+        """Apply an object as another tool would."""
+        meta = body["metadata"]
+        self.dyn.resources.get(api_version=body["apiVersion"], kind=body["kind"]).server_side_apply(
+            body=body, name=meta["name"], namespace=meta.get("namespace"), field_manager=manager)
+
+    def stall(self, namespace: str, name: str) -> None:
+        """The Deployment never becomes available. On a real cluster, use `stalled_image` in it."""
+        if self.fake:
+            self.fake.stall("apps", "Deployment", namespace, name)
+
+    def cleanup(self) -> None:
+        if not self.fake:
+            crds = self.dyn.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
+            for crd in crds.get().items:
+                if crd.spec.group == self.crd_group:
+                    crds.delete(name=crd.metadata.name)
+            namespaces = self.dyn.resources.get(api_version="v1", kind="Namespace")
+            for ns in namespaces.get().items:
+                if ns.metadata.name.startswith(self.namespace):
+                    namespaces.delete(name=ns.metadata.name)
+        self._api.close()
+
+
+class PullRequestScenario:
+    """A repository with a base branch and a PR branch, mirrored into the GitHub stand-in."""
+
+    def __init__(self, remote: GitRemote, github: FakeGitHub, bot: Bot, repo: str, secret: str, number: int = 7):
+        self.remote, self.github, self.bot, self.number = remote, github, bot, number
+        self.repo, self.secret = repo, secret
+        self.base_sha = remote.commit("main", BASE_FILES, "base")
+        if repo not in github.repos:
+            github.add_repo(repo, clone_url=remote.url)
+        self.deliveries = 0
+
+    def push_head(self, files: dict[str, str | None], message: str = "change") -> str:
+        sha = self.remote.commit("feature", files, message, parent="main")
+        self.remote.set_ref(f"refs/pull/{self.number}/head", sha)
+        if (self.repo, self.number) not in self.github.pulls:
+            self.github.add_pull(self.repo, self.number, head_sha=sha, head_ref="feature", base_sha=self.base_sha)
+        return sha
+
+    def event(self, action: str, head_sha: str) -> dict:
+        from tests.conftest import payload  # conftest imports this module
+
+        body = payload(f"github/pull_request.{action}")
+        body["repository"].update(full_name=self.repo, name=self.repo.split("/")[-1], clone_url=self.remote.url, default_branch="main")
+        pr = body["pull_request"]
+        pr["number"] = body["number"] = self.number
+        pr["base"].update(ref="main", sha=self.base_sha)
+        pr["base"]["repo"].update(full_name=self.repo, clone_url=self.remote.url)
+        pr["head"].update(ref="feature", sha=head_sha)
+        pr["head"]["repo"].update(full_name=self.repo, clone_url=self.remote.url)
+        return body
+
+    def deliver(self, body: dict, delivery: str | None = None, secret: str | None = None, event: str = "pull_request"):
+        self.deliveries += 1
+        raw = json.dumps(body).encode()
+        return self.bot.post("/webhooks/github", raw, {
+            "X-GitHub-Event": event, "X-GitHub-Delivery": delivery or f"delivery-{self.deliveries}",
+            "X-Hub-Signature-256": signature(secret or self.secret, raw)})
+
+    def comments(self) -> list[dict]:
+        return self.github.comments(self.repo, self.number)
