@@ -43,13 +43,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--server", help="server config file (default: $GITOPS_BOT_CONFIG)")
     check.add_argument("--repo", help="repository directory holding .gitops.yaml")
 
+    deploy = commands.add_parser("deploy", help="the deploy a merge triggers, by hand")
+    deploy.add_argument("--env", required=True, help="the environment to deploy")
+    deploy.add_argument("--repo", default=".", help="the repository (default: the current directory)")
+    deploy.add_argument("--sha", help="the commit to deploy (default: HEAD)")
+    deploy.add_argument("--dry-run", action="store_true", help="a server-side dry run: validated, nothing changed")
+    deploy.add_argument("--forge", choices=("github", "gitlab"), help="where the repository lives (default: "
+                        "from its origin remote); with --repo-name, whose locks, history and objects these are")
+    deploy.add_argument("--repo-name", help="its full name there, e.g. acme/infra (default: from its origin remote)")
+
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     if args.command in ("serve", "worker"):
         from bot import logs
         logs.setup(settings.secrets())
     handler = {"serve": cmd_serve, "worker": cmd_worker, "up": cmd_up, "diff": cmd_diff,
-               "check-config": cmd_check_config}[args.command]
+               "check-config": cmd_check_config, "deploy": cmd_deploy}[args.command]
     return handler(args, settings)
 
 
@@ -147,27 +156,52 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
-    """Exit 0 with no changes, 1 with changes, 2 on error, as `kubectl diff` does."""
+    """Exit 0 with no changes, 1 with changes, 2 on error, as `kubectl diff` does.
+
+    As the PR comment does, it diffs HEAD against its merge base with BASE and reads
+    `.gitops.yaml` from BASE. HEAD defaults to the working tree: what `git add --all` would commit.
+    """
     import git
 
     from bot import report
-    from bot.gitrepo import CommitSnapshot, Mirror, WorkTreeSnapshot
+    from bot.gitrepo import Mirror, Snapshot, WorkTreeSnapshot
     from bot.pipeline import diff_snapshots
+
+    def fail(message: str) -> int:
+        print(f"gitops-bot diff: {message}", file=sys.stderr)
+        return 2
 
     try:
         repo = git.Repo(args.repo, search_parent_directories=True)
-        mirror = Mirror(Path(repo.git_dir), repo)
-        base_sha = repo.commit(args.base).hexsha
-        head_sha = repo.commit(args.head).hexsha if args.head else None
-    except (git.GitError, ValueError) as err:
-        print(f"gitops-bot diff: {err}", file=sys.stderr)
-        return 2
-    base = CommitSnapshot(mirror, base_sha)
-    head = CommitSnapshot(mirror, head_sha) if head_sha else WorkTreeSnapshot(Path(repo.working_tree_dir))
-    changed = mirror.changed_paths(base_sha, head_sha) if head_sha else None
-    default_branch = repo.active_branch.name if not repo.head.is_detached else "main"
-    result = diff_snapshots(base, head, config_snapshot=base, base_sha=base_sha, head_sha=head_sha or "worktree",
-                            branch=None, default_branch=default_branch, changed=changed, env_name=args.env)
+    except (git.GitError, OSError):
+        return fail(f"{args.repo} is not in a git repository")
+    if args.head is None and repo.bare:
+        return fail("a bare repository has no working tree; give HEAD")
+
+    def commit(rev: str) -> str | None:
+        try:
+            return repo.commit(rev).hexsha
+        except (git.BadName, git.BadObject, git.GitError, ValueError):
+            return None
+
+    mirror = Mirror(Path(repo.git_dir), repo)
+    base_tip = commit(args.base)
+    if base_tip is None:
+        return fail(f"unknown revision {args.base!r}")
+    head_sha = None
+    if args.head is not None and (head_sha := commit(args.head)) is None:
+        return fail(f"unknown revision {args.head!r}")
+    base_sha = mirror.merge_base(base_tip, head_sha or "HEAD") or base_tip
+    head: Snapshot
+    if head_sha:
+        head, changed = mirror.snapshot(head_sha), mirror.changed_paths(base_sha, head_sha)
+    else:
+        work_tree = WorkTreeSnapshot(Path(repo.working_tree_dir or "."), repo)
+        head, changed = work_tree, work_tree.changed_since(base_sha)
+    default_branch = "main" if repo.head.is_detached else repo.active_branch.name
+    result = diff_snapshots(mirror.snapshot(base_sha), head, config_snapshot=mirror.snapshot(base_tip),
+                            base_sha=base_sha, head_sha=head_sha or "working tree", branch=None,
+                            default_branch=default_branch, changed=changed, env_name=args.env)
     if args.format == "json":
         sys.stdout.write(report.as_json(result))
     elif args.format == "markdown":
@@ -175,7 +209,7 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
     else:
         sys.stdout.write(report.text(result, colour=sys.stdout.isatty()))
     if result.failed:
-        return 2
+        return fail(result.error or next(f"{e.environment}: {e.error}" for e in result.environments if e.error))
     return 1 if result.counts.total else 0
 
 
@@ -204,6 +238,105 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
                 print(err, file=sys.stderr)
                 errors += 1
     return 1 if errors else 0
+
+
+def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 when the deploy (or dry run) succeeds; 1 when it fails, is refused or waits on a lock; 2 on bad input."""
+    import getpass
+
+    import git
+    import redis
+
+    from bot.config import ConfigError, load_server_config
+    from bot.environments import LockBusy
+    from bot.gitrepo import Mirror
+    from bot.jobs import Target
+    from bot.pipeline import read_repo_config
+
+    def refuse(message: object) -> int:
+        print(f"gitops-bot deploy: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        server = load_server_config(settings.config_path)
+        repo = git.Repo(args.repo, search_parent_directories=True)
+        mirror, sha = Mirror(Path(repo.git_dir), repo), repo.commit(args.sha or "HEAD").hexsha
+        source = _forge_repo(repo, args.forge, args.repo_name, settings.gitlab_url)
+        config = read_repo_config(mirror.snapshot(sha), source.default_branch, set(server.clusters))
+    except (ConfigError, git.GitError, ValueError) as err:
+        return refuse(err)
+    env = config.get(args.env)
+    if env is None:
+        return refuse(f"no environment {args.env!r} (have: {', '.join(e.name for e in config.environments)})")
+    if not env.cluster:
+        return refuse(f"environment {env.name} names no cluster: it only gets diffs")
+    target = Target(source, env, sha, getpass.getuser())
+    connection = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    if args.dry_run:
+        return _dry_run(settings, server, target, mirror, connection)
+    if connection is None:
+        return refuse("REDIS_URL is not set: a deploy takes the environment's lock and records its history there "
+                      "(--dry-run needs neither)")
+    try:
+        return _deploy_by_hand(settings, server, target, mirror, connection)
+    except (LockBusy, redis.RedisError) as err:
+        return refuse(err)
+
+
+def _deploy_by_hand(settings: Settings, server: ServerConfig, target: Target, mirror: Mirror,
+                    connection: redis.Redis) -> int:
+    from bot import deploy_report
+    from bot.environments import Environments
+    from bot.jobs import deploy_environment
+    from bot.queue import Store
+    from bot.runtime import Runtime
+
+    rt = Runtime(settings, server, Store(connection, settings.name))
+    outcome = deploy_environment(rt, target, mirror, None, force=True)
+    envs, what = Environments(connection, settings.name), f"{target.sha[:7]} to {target.env.name}"
+    if outcome["state"] == "pending":
+        hold = envs.hold(target.ref)
+        print(f"{target.env.name} is locked{f' by {hold.actor}: {hold.reason}' if hold else ''}; "
+              f"{what} is pending and deploys on unlock")
+    else:
+        print(f"deploy of {what} {deploy_report.summary(envs.run(target.ref, target.sha).record)}")
+    return 0 if outcome["state"] == "success" else 1
+
+
+def _dry_run(settings: Settings, server: ServerConfig, target: Target, mirror: Mirror,
+             connection: redis.Redis | None) -> int:
+    from bot import deploy, deploy_report
+    from bot.environments import Environments
+
+    ref = target.ref
+    known: set[str] = set()
+    if connection is not None:
+        known = Environments(connection, settings.name).applied_kinds(ref)
+    elif target.env.prune:
+        print("note: REDIS_URL is not set, so the prune preview covers only the kinds this commit renders")
+    result = deploy.run(mirror.snapshot(target.sha), target.env, server.clusters[target.env.cluster or ""],
+                        deploy.Inventory.of(settings.name, ref.forge, ref.repo, ref.name), known_kinds=known,
+                        options=deploy.Options(server.rollout_timeout, server.render_timeout, dry_run=True))
+    print(deploy_report.dry_run(result, target.sha, target.env.name), end="")
+    return 1 if result.error else 0
+
+
+def _forge_repo(repo: git.Repo, forge: str | None, name: str | None, gitlab_url: str) -> Repo:
+    """The forge repository a local clone stands for, from its origin remote unless given."""
+    from urllib.parse import urlsplit
+
+    from bot.events import Repo
+
+    origin = next((r.url for r in repo.remotes if r.name == "origin"), "")
+    # scp-like `git@host:group/name.git` is ssh://git@host/group/name.git
+    parts = urlsplit(origin if "://" in origin else "ssh://" + origin.replace(":", "/", 1))
+    host = parts.hostname or ""
+    forge = forge or ("gitlab" if "gitlab" in host or host == urlsplit(gitlab_url).hostname else "github")
+    name = name or parts.path.strip("/").removesuffix(".git")
+    if not origin and not name:
+        raise ValueError("the repository has no origin remote: pass --forge and --repo-name")
+    branch = repo.active_branch.name if not repo.head.is_detached else "main"
+    return Repo(forge, name, origin, branch)
 
 
 if __name__ == "__main__":

@@ -104,11 +104,7 @@ class ClusterClient:
         try:
             return self._call(f"discover {kind}", lambda: self.dyn.resources.get(**query))
         except (ResourceNotFoundError, ResourceNotUniqueError):
-            return None
-
-    def refresh(self) -> None:
-        """Forget discovery, so kinds registered since (by CRDs) are found."""
-        self._call("refresh discovery", self.dyn.resources.invalidate_cache)
+            return None  # the discoverer looked again before it said so: a CRD's new kind is found
 
     # -- objects -------------------------------------------------------------------------------------
     def list(self, resource: Resource, selector: str) -> list[dict[str, Any]]:

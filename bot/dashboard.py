@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hmac
 import time
+from dataclasses import asdict
 from typing import Any, Callable
 
 import redis
 from flask import Blueprint, Response, abort, jsonify, render_template_string, request
 from rq.job import Job
 
+from bot.environments import EnvRef, Environments
 from bot.queue import Store
 
 REFRESH_SECONDS = 10
@@ -31,6 +33,27 @@ def queues(store: Store) -> list[dict[str, Any]]:
         out.append({"name": queue.name, "queued": queue.count, "running": queue.started_job_registry.count,
                     "failed": queue.failed_job_registry.count, "failures": failures})
     return out
+
+
+def environment_rows(envs: Environments, commit_url: Callable[[EnvRef, str], str | None]) -> list[dict[str, Any]]:
+    """Each known environment: what is deployed, by whom, its lock, what is pending, recent deploys."""
+    rows = []
+    for ref in envs.known():
+        status, history = envs.status(ref), envs.history(ref, limit=10)
+        deployed, last = status.deployed, (history[0] if history else None)
+        rows.append({
+            "forge": ref.forge, "repo": ref.repo, "environment": ref.name,
+            "deployed_sha": deployed.sha if deployed else None,
+            "commit_url": commit_url(ref, deployed.sha) if deployed else None,
+            "deployed_at": deployed.started if deployed else None,
+            "deployed_by": deployed.actor if deployed else None,
+            "result": last.result if last else None,
+            "deploying_sha": status.deploying,
+            "lock": asdict(status.hold) if status.hold else None,
+            "pending_sha": status.pending.sha if status.pending else None,
+            "history": [{**asdict(r), "environment": ref.name, "repo": ref.repo} for r in history],
+        })
+    return rows
 
 
 def blueprint(store: Store, token: str | None, environments: Callable[[], list[dict[str, Any]]]) -> Blueprint:
@@ -116,15 +139,15 @@ PAGE = """<!doctype html>
 <td>{% if env.deployed_sha %}{% if env.commit_url %}<a href="{{ env.commit_url }}"><code class="sha">{{ env.deployed_sha[:7] }}</code></a>{% else %}<code class="sha">{{ env.deployed_sha[:7] }}</code>{% endif %}{% else %}<span class="muted">none</span>{% endif %}</td>
 <td>{{ ago(env.deployed_at) }}</td><td>{{ env.deployed_by or "" }}</td>
 <td class="{{ 'ok' if env.result == 'success' else 'bad' if env.result else 'muted' }}">{{ env.result or "" }}</td>
-<td class="lock">{% if env.lock %}<span class="warn">🔒 {{ env.lock.actor }}{% if env.lock.reason %}: {{ env.lock.reason }}{% endif %}</span>{% endif %}</td>
+<td class="lock">{% if env.lock %}<span class="warn">locked by {{ env.lock.actor }}{% if env.lock.reason %}: {{ env.lock.reason }}{% endif %}</span>{% endif %}</td>
 <td>{% if env.pending_sha %}<code>{{ env.pending_sha[:7] }}</code>{% endif %}</td>
 </tr>{% endfor %}</table>{% else %}<p class="muted">No environment has been deployed yet.</p>{% endif %}
 
 <h2>Recent deploys</h2>
-{% set deploys = environments | map(attribute='history') | sum(start=[]) | sort(attribute='started_at', reverse=True) %}
+{% set deploys = environments | map(attribute='history') | sum(start=[]) | sort(attribute='started', reverse=True) %}
 {% if deploys %}<table id="deploys">
 <tr><th>When</th><th>Environment</th><th>Commit</th><th>By</th><th>Result</th><th>Created / changed / deleted / unchanged</th><th>Took</th></tr>
-{% for d in deploys[:20] %}<tr><td>{{ ago(d.started_at) }}</td><td>{{ d.environment }}</td><td><code>{{ d.sha[:7] }}</code></td>
+{% for d in deploys[:20] %}<tr><td>{{ ago(d.started) }}</td><td>{{ d.environment }}</td><td><code>{{ d.sha[:7] }}</code></td>
 <td>{{ d.actor or "" }}</td><td class="{{ 'ok' if d.result == 'success' else 'bad' }}">{{ d.result }}{% if d.error %}: {{ d.error }}{% endif %}</td>
 <td>{{ d.created }} / {{ d.changed }} / {{ d.deleted }} / {{ d.unchanged }}</td><td>{{ '%.1f' | format(d.duration or 0) }} s</td></tr>{% endfor %}
 </table>{% else %}<p class="muted">No deploys yet.</p>{% endif %}

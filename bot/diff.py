@@ -189,7 +189,8 @@ def _children(node: Any) -> list[tuple[str, Any]]:
 
 
 def is_secret(key: ObjectKey) -> bool:
-    return key.group == "" and key.kind == "Secret"
+    # Any API group: a misspelt apiVersion is rejected by the cluster only after the comment is posted.
+    return key.kind == "Secret"
 
 
 def mask_secrets(old: dict[str, Any] | None, new: dict[str, Any] | None) -> tuple[Any, Any]:

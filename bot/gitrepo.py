@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import io
 import os
-import posixpath
 import re
+import stat
 import subprocess
 import tarfile
+import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import IO, Iterable, Iterator, NamedTuple, Protocol
 
 import git
 
@@ -21,7 +20,11 @@ from bot.renderers.errors import RenderError
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 SYMLINK_MODE = "120000"
-MAX_SYMLINK_HOPS = 8
+MAX_SYMLINK_HOPS = 40  # as Linux allows
+STREAM_FROM = 16
+"""Reading this many blobs or more starts a `git cat-file` of its own, to stream them."""
+_LS_TREE_BLOB = re.compile(r"(\d+) blob ([0-9a-f]+)\t([^\0]*)\0")
+_LS_TREE_SYMLINK = re.compile(SYMLINK_MODE + r" blob [0-9a-f]+\t([^\0]*)\0")
 
 
 class GitError(Exception):
@@ -32,9 +35,8 @@ def _mask_urls(text: str) -> str:
     return re.sub(r"(https?://)[^@/\s]+@", r"\1***@", text)
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A file in a snapshot: its blob id (git) or content hash (working tree), and its mode."""
+class Entry(NamedTuple):
+    """A file in a snapshot: its blob id (empty in a working tree) and its mode."""
 
     blob: str
     mode: str
@@ -52,28 +54,89 @@ class Snapshot(Protocol):
     def files(self, path: str = ".") -> dict[str, Entry]:
         """Every file below `path`, by repository-relative POSIX path."""
 
-    def read(self, path: str) -> bytes: ...
+    def entries(self, paths: Iterable[str]) -> dict[str, Entry]:
+        """Those of `paths` that are files, found without listing anything else."""
+
+    def symlinks(self, path: str = ".") -> list[str]:
+        """Every symlink below `path`."""
+
+    def read(self, path: str) -> bytes:
+        """A file's bytes; for a symlink, its target."""
+
+    def read_many(self, paths: Iterable[str], max_bytes: int | None = None) -> dict[str, bytes]:
+        """Files' bytes by path; one larger than `max_bytes` raises RenderError before it is read."""
+
     def read_optional(self, path: str) -> bytes | None: ...
-    def read_many(self, paths: list[str]) -> dict[str, bytes]: ...
     def export(self, dest: Path) -> Path:
         """Write the whole tree below `dest` for renderers that need files on disk."""
 
 
-def resolve_symlink(snapshot: Snapshot, path: str, entries: dict[str, Entry]) -> str:
-    """Follow a symlink inside the repository; raise if it leaves it, dangles or loops."""
-    current = path
-    for _ in range(MAX_SYMLINK_HOPS):
-        entry = entries.get(current)
-        if entry is None:
-            raise RenderError("symlink target does not exist in the repository", path)
-        if not entry.is_symlink:
-            return current
-        target = snapshot.read(current).decode("utf-8", "replace")
-        joined = posixpath.normpath(posixpath.join(posixpath.dirname(current), target))
-        if target.startswith("/") or joined == ".." or joined.startswith("../"):
-            raise RenderError("symlink points outside the repository", path)
-        current = joined
-    raise RenderError("symlink chain is too long or loops", path)
+def under(path: str, root: str) -> bool:
+    """Whether `path` is `root` or lies below it."""
+    return root == "." or path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def join(directory: str, name: str) -> str:
+    """`name` in `directory`, where `.` is the repository's root."""
+    return name if directory == "." else f"{directory}/{name}"
+
+
+class RepoPaths:
+    """A snapshot's paths as the operating system would see them on disk: symlinks followed one
+    component at a time, and never out of the repository."""
+
+    def __init__(self, snapshot: Snapshot):
+        self.snapshot = snapshot
+        self.files = snapshot.files(".")
+        self._targets: dict[str, str] = {}
+        self.dirs = {"."}
+        for path in self.files:
+            parent = path.rpartition("/")[0]
+            while parent and parent not in self.dirs:
+                self.dirs.add(parent)
+                parent = parent.rpartition("/")[0]
+
+    def resolve(self, path: str, via: set[str] | None = None) -> str | None:
+        """`path` with every symlink in it followed; None if it leaves the repository or loops.
+
+        The symlinks followed are added to `via`: the result depends on them too.
+        """
+        if path.startswith("/") or "\0" in path:
+            return None
+        pending, resolved, hops = path.split("/")[::-1], list[str](), 0
+        while pending:
+            part = pending.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not resolved:
+                    return None
+                resolved.pop()
+                continue
+            resolved.append(part)
+            entry = self.files.get("/".join(resolved))
+            if entry is not None and entry.is_symlink:
+                hops += 1
+                if via is not None:
+                    via.add("/".join(resolved))
+                target = self._target("/".join(resolved))
+                if hops > MAX_SYMLINK_HOPS or target.startswith("/"):
+                    return None
+                resolved.pop()  # the target is relative to the symlink's directory
+                pending.extend(target.split("/")[::-1])
+        return "/".join(resolved) or "."
+
+    def _target(self, link: str) -> str:
+        if link not in self._targets:
+            self._targets[link] = self.snapshot.read(link).decode("utf-8", "replace")
+        return self._targets[link]
+
+    def kind(self, resolved: str) -> str | None:
+        """`file`, `dir`, or None for a path that does not exist; `resolved` has no symlinks."""
+        return "file" if resolved in self.files else "dir" if resolved in self.dirs else None
+
+    def read(self, resolved: str, max_bytes: int | None = None) -> bytes:
+        return self.snapshot.read_many([resolved], max_bytes)[resolved]
 
 
 class Mirror:
@@ -151,43 +214,113 @@ class Mirror:
     def snapshot(self, sha: str) -> "CommitSnapshot":
         return CommitSnapshot(self, sha)
 
+    def read_blobs(self, blobs: list[tuple[str, str]], max_bytes: int | None = None) -> list[bytes]:
+        """The contents of (path, blob id) pairs. A blob larger than `max_bytes` raises RenderError
+        naming its path before it is read."""
+        if len(blobs) >= STREAM_FROM:
+            return self._stream_blobs(blobs, max_bytes)
+        contents = []
+        for path, blob in blobs:  # through GitPython's long-lived `git cat-file` processes
+            try:
+                size = self.repo.odb.info(bytes.fromhex(blob)).size
+                if max_bytes is not None and size > max_bytes:
+                    raise RenderError.too_large(size, max_bytes, path)
+                contents.append(self.repo.odb.stream(bytes.fromhex(blob)).read())
+            except ValueError:
+                raise GitError(f"object {blob[:12]} for {path} is missing from the repository") from None
+        return contents
+
+    def _stream_blobs(self, blobs: list[tuple[str, str]], max_bytes: int | None) -> list[bytes]:
+        """Many blobs through one `git cat-file --batch` of their own, without a round trip each."""
+        proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=self.path, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.stdin and proc.stdout
+        request = "".join(f"{blob}\n" for _, blob in blobs).encode()
+        # A second thread writes: git stops reading requests while its answers are not read.
+        feeder = threading.Thread(target=_write_and_close, args=(proc.stdin, request), daemon=True)
+        feeder.start()
+        contents = []
+        try:
+            for path, blob in blobs:
+                header = proc.stdout.readline().split()
+                if len(header) != 3:
+                    raise GitError(f"object {blob[:12]} for {path} is missing from the repository")
+                size = int(header[2])
+                if max_bytes is not None and size > max_bytes:
+                    raise RenderError.too_large(size, max_bytes, path)
+                contents.append(proc.stdout.read(size))
+                proc.stdout.read(1)  # the newline after each object
+        finally:
+            if len(contents) < len(blobs):
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
+            feeder.join()
+        return contents
+
+
+def _write_and_close(pipe: IO[bytes], data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except (BrokenPipeError, ValueError):  # the reader gave up and killed git
+        pass
+
 
 class CommitSnapshot:
     """A commit's tree, read straight from the object database: no working copy."""
 
     def __init__(self, mirror: Mirror, sha: str):
         self.mirror, self.sha, self.label = mirror, sha, sha[:7]
-        self._files: dict[str, dict[str, Entry]] = {}
+        self._listed: dict[str, dict[str, Entry]] = {}
+        self._looked_up: dict[str, Entry | None] = {}
+        self._symlinks: dict[str, list[str]] = {}
 
     def files(self, path: str = ".") -> dict[str, Entry]:
-        if path not in self._files:
-            args = ["-r", "-z", self.sha]
-            if path != ".":
-                args += ["--", path]
-            out = self.mirror.repo.git.ls_tree(*args)
-            entries = {}
-            for record in out.split("\0"):
-                if not record:
-                    continue
-                meta, name = record.split("\t", 1)
-                mode, kind, blob = meta.split()
-                if kind == "blob":
-                    entries[name] = Entry(blob, mode)
-            self._files[path] = entries
-        return self._files[path]
+        if path not in self._listed:
+            everything = self._listed.get(".")
+            self._listed[path] = (self._ls_tree("-r", *(["--", path] if path != "." else []))
+                                  if everything is None else
+                                  {p: e for p, e in everything.items() if under(p, path)})
+        return self._listed[path]
+
+    def entries(self, paths: Iterable[str]) -> dict[str, Entry]:
+        paths = list(paths)
+        everything = self._listed.get(".")
+        if everything is not None:
+            return {p: everything[p] for p in paths if p in everything}
+        unknown = list(dict.fromkeys(p for p in paths if p not in self._looked_up))
+        for start in range(0, len(unknown), 1000):  # keep each command line short
+            chunk = unknown[start:start + 1000]
+            found = self._ls_tree("--", *chunk)
+            self._looked_up.update((p, found.get(p)) for p in chunk)
+        return {p: e for p in paths if (e := self._looked_up.get(p)) is not None}
+
+    def symlinks(self, path: str = ".") -> list[str]:
+        if path in self._listed or "." in self._listed:
+            return [p for p, e in self.files(path).items() if e.is_symlink]
+        if path not in self._symlinks:  # without building every entry: a big tree has few symlinks
+            listing = self._git_ls_tree("-r", *(["--", path] if path != "." else []))
+            self._symlinks[path] = _LS_TREE_SYMLINK.findall(listing)
+        return self._symlinks[path]
+
+    def _ls_tree(self, *args: str) -> dict[str, Entry]:
+        return {name: Entry(blob, mode) for mode, blob, name in _LS_TREE_BLOB.findall(self._git_ls_tree(*args))}
+
+    def _git_ls_tree(self, *args: str) -> str:
+        # Literal pathspecs: a path with `*` or `:(` in it names that path, nothing more.
+        return self.mirror.repo.git.ls_tree("-z", self.sha, *args, env={"GIT_LITERAL_PATHSPECS": "1"})
 
     def read(self, path: str) -> bytes:
-        entry = self.files(".").get(path) or self.files(path).get(path)
-        if entry is None:
-            raise FileNotFoundError(path)
-        return self._blob(entry.blob)
+        return self.read_many([path])[path]
 
-    def _blob(self, blob: str) -> bytes:
-        return self.mirror.repo.odb.stream(bytes.fromhex(blob)).read()
-
-    def read_many(self, paths: list[str]) -> dict[str, bytes]:
-        entries = self.files(".")
-        return {p: self._blob(entries[p].blob) for p in paths}
+    def read_many(self, paths: Iterable[str], max_bytes: int | None = None) -> dict[str, bytes]:
+        paths = list(dict.fromkeys(paths))
+        entries = self.entries(paths)
+        for path in paths:
+            if path not in entries:
+                raise FileNotFoundError(path)
+        return dict(zip(paths, self.mirror.read_blobs([(p, entries[p].blob) for p in paths], max_bytes)))
 
     def read_optional(self, path: str) -> bytes | None:
         try:
@@ -209,34 +342,83 @@ class CommitSnapshot:
 
 
 class WorkTreeSnapshot:
-    """A directory on disk, as `gitops-bot diff` sees an uncommitted working tree."""
+    """A directory on disk, as `gitops-bot diff` sees an uncommitted working tree.
 
-    def __init__(self, root: Path):
-        self.root, self.label = root.resolve(), "working tree"
+    With `repo`, its files are those `git add --all` would commit: ignored files are left out,
+    as they never reach the bot. Like git, it lists a symlink as a file and never follows it.
+    """
+
+    def __init__(self, root: Path, repo: git.Repo | None = None):
+        self.root, self.label, self.repo = root.resolve(), "working tree", repo
+        self._files: dict[str, Entry] | None = None
+        self._real_dirs: dict[str, bool] = {}
 
     def files(self, path: str = ".") -> dict[str, Entry]:
-        entries = {}
-        base = self.root / path
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = [d for d in dirnames if d != ".git"]
-            for name in filenames:
-                full = Path(dirpath) / name
-                rel = full.relative_to(self.root).as_posix()
-                if full.is_symlink():
-                    entries[rel] = Entry(hashlib.sha1(os.readlink(full).encode()).hexdigest(), SYMLINK_MODE)
-                else:
-                    stat = full.stat()
-                    entries[rel] = Entry(f"{stat.st_size}:{stat.st_mtime_ns}", "100644")
-        return entries
+        if self._files is None:
+            names = (self.repo.git.ls_files("-z", "--cached", "--others", "--exclude-standard").split("\0")
+                     if self.repo is not None else self._walk())
+            self._files = {name: entry for name in names if name and (entry := self._entry(name))}
+        return self._files if path == "." else {p: e for p, e in self._files.items() if under(p, path)}
+
+    def _real_directory(self, directory: str) -> bool:
+        """Whether no symlink leads into `directory`: git may still list files a symlink now hides."""
+        if directory not in self._real_dirs:
+            self._real_dirs[directory] = os.path.realpath(self.root / directory) == str(self.root / directory)
+        return self._real_dirs[directory]
+
+    def changed_since(self, sha: str) -> set[str] | None:
+        """The paths that differ from commit `sha`, or None without a repository to ask."""
+        if self.repo is None:
+            return None
+        tracked = self.repo.git.diff("-z", "--name-only", "--no-renames", sha, "--")
+        new = self.repo.git.ls_files("-z", "--others", "--exclude-standard")
+        return {p for p in f"{tracked}\0{new}".split("\0") if p}
+
+    def _walk(self) -> Iterator[str]:
+        pending = [self.root]
+        while pending:
+            with os.scandir(pending.pop()) as scan:
+                for item in scan:
+                    if item.is_dir(follow_symlinks=False):
+                        if item.name != ".git":
+                            pending.append(Path(item.path))
+                    else:
+                        yield Path(item.path).relative_to(self.root).as_posix()
+
+    def _entry(self, name: str) -> Entry | None:
+        """Regular files and symlinks; anything else (a FIFO could block a read forever) is not a file."""
+        try:
+            mode = (self.root / name).lstat().st_mode
+        except OSError:  # listed by git, deleted since
+            return None
+        if "/" in name and not self._real_directory(name.rpartition("/")[0]):
+            return None
+        return Entry("", SYMLINK_MODE) if stat.S_ISLNK(mode) else Entry("", "100644") if stat.S_ISREG(mode) else None
+
+    def entries(self, paths: Iterable[str]) -> dict[str, Entry]:
+        files = self.files(".")
+        return {p: files[p] for p in paths if p in files}
+
+    def symlinks(self, path: str = ".") -> list[str]:
+        return [p for p, e in self.files(path).items() if e.is_symlink]
 
     def read(self, path: str) -> bytes:
-        full = self.root / path
-        if full.is_symlink():
-            return os.readlink(full).encode()
-        return full.read_bytes()
+        return self.read_many([path])[path]
 
-    def read_many(self, paths: list[str]) -> dict[str, bytes]:
-        return {p: self.read(p) for p in paths}
+    def read_many(self, paths: Iterable[str], max_bytes: int | None = None) -> dict[str, bytes]:
+        files, contents = self.files("."), {}
+        for path in paths:
+            if path not in files:
+                raise FileNotFoundError(path)
+            full = self.root / path
+            if files[path].is_symlink:
+                contents[path] = os.readlink(full).encode()
+                continue
+            size = full.stat().st_size
+            if max_bytes is not None and size > max_bytes:
+                raise RenderError.too_large(size, max_bytes, path)
+            contents[path] = full.read_bytes()
+        return contents
 
     def read_optional(self, path: str) -> bytes | None:
         try:

@@ -154,7 +154,7 @@ def _deploy_locked(rt: runtime.Runtime, state: Environments, lease: Lease, targe
     deployment_id = _start_deployment(forge, target) if forge else None
     if deployment_id:
         state.set_deployment(lease, deployment_id)
-    result = _run(rt, state, lease, target, mirror)
+    result = _apply_commit(rt, state, lease, target, mirror)
     finished = state.finish(lease, Record(
         target.sha, target.actor, started, "failure" if result.error else "success", round(result.duration, 3),
         **result.counts, error=result.error))
@@ -162,7 +162,8 @@ def _deploy_locked(rt: runtime.Runtime, state: Environments, lease: Lease, targe
                                        "recorded": finished, **result.counts})
 
 
-def _run(rt: runtime.Runtime, state: Environments, lease: Lease, target: Target, mirror: Mirror) -> deploy.Result:
+def _apply_commit(rt: runtime.Runtime, state: Environments, lease: Lease, target: Target,
+                  mirror: Mirror) -> deploy.Result:
     cluster = rt.server.clusters.get(target.env.cluster or "")
     if cluster is None:
         return deploy.Result(error=f"cluster {target.env.cluster!r} is not in the server config")

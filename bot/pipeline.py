@@ -8,8 +8,8 @@ from typing import Iterable
 from bot.config import (ConfigError, Environment, IgnoreRule, REPO_CONFIG_FILE, RepoConfig,
                         parse_repo_config)
 from bot.diff import DiffReport, EnvironmentDiff, diff_manifests
-from bot.gitrepo import Snapshot
-from bot.render import Manifest, is_manifest_file, kind_of, render
+from bot.gitrepo import Snapshot, under
+from bot.render import Manifest, kind_of, render, render_inputs
 from bot.renderers.errors import RenderError
 from bot.yamlio import DEFAULT_LIMITS, Limits
 
@@ -22,34 +22,47 @@ def read_repo_config(snapshot: Snapshot, default_branch: str, clusters: set[str]
     return parse_repo_config(data, REPO_CONFIG_FILE, clusters=clusters)
 
 
-def under(path: str, root: str) -> bool:
-    return root == "." or path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def diff_environment(base: Snapshot, head: Snapshot, env: Environment, *, changed: set[str] | None,
                      rules: Iterable[IgnoreRule] = (), limits: Limits = DEFAULT_LIMITS,
                      timeout: float = 60.0) -> EnvironmentDiff:
-    """One environment's diff. `changed` (paths changed between the two) enables incremental work."""
+    """One environment's diff. With `changed` (the paths changed between the two snapshots), an
+    environment whose inputs were not touched is not rendered, and a plain tree parses only the
+    files that changed."""
     result = EnvironmentDiff(env.name, env.path, cluster=env.cluster)
-    relevant = None if changed is None else {p for p in changed if under(p, env.path)}
     try:
-        kinds = {kind_of(base, env), kind_of(head, env)}
-        if kinds == {"plain"} and relevant is not None:
-            if not relevant:
-                return replace(result, unchanged_inputs=True)
-            only = {p for p in relevant if is_manifest_file(p)}
-            before = _render_side(base, env, only, limits, timeout)
-            after = _render_side(head, env, only, limits, timeout)
-        else:
-            # Kustomize and Helm may read files anywhere in the repository: when in doubt, render.
-            if changed is not None and not changed:
-                return replace(result, unchanged_inputs=True)
-            before = _render_side(base, env, None, limits, timeout)
-            after = _render_side(head, env, None, limits, timeout)
+        relevant = None if changed is None else {p for p in changed if under(p, env.path)}
+        if changed is not None and not relevant and not _inputs_touched(base, head, env, changed):
+            return replace(result, unchanged_inputs=True)
+        only = None
+        if relevant is not None and kind_of(base, env) == kind_of(head, env) == "plain":
+            only = relevant
+            if env.path != ".":
+                # A symlink may lead out of the path to a file that changed; head's symlinks are
+                # base's, or changed. (In the whole repository, a target is diffed as its own file.)
+                only |= set(base.symlinks(env.path))
+        before = _render_side(base, env, only, limits, timeout)
+        after = _render_side(head, env, only, limits, timeout)
     except RenderError as err:
         return replace(result, error=str(err))
     changes, warnings = diff_manifests(before, after, namespace=env.namespace, rules=rules)
     return replace(result, changes=changes, warnings=warnings)
+
+
+def _inputs_touched(base: Snapshot, head: Snapshot, env: Environment, changed: set[str]) -> bool:
+    """Whether a changed path is something the render reads, on either side: a kustomization's
+    bases, a symlink's target. When that cannot be told, yes: the render will say why."""
+    if not changed:
+        return False
+    try:
+        inputs = render_inputs(base, env) | render_inputs(head, env)
+    except RenderError:
+        return True
+    return touches(changed, inputs)
+
+
+def touches(changed: set[str], inputs: set[str]) -> bool:
+    """Whether a changed path lies under an input, or is a symlink on the way to one."""
+    return any(under(p, i) or under(i, p) for p in changed for i in inputs)
 
 
 def _render_side(snapshot: Snapshot, env: Environment, only: set[str] | None, limits: Limits,

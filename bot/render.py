@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bot.config import Environment
-from bot.gitrepo import Entry, Snapshot, resolve_symlink
+from bot.gitrepo import RepoPaths, Snapshot, join, under
 from bot.renderers.errors import RenderError
+from bot.renderers.kustomize import KUSTOMIZATION_FILES, kustomization_inputs
 from bot.yamlio import DEFAULT_LIMITS, Limits, parse_documents
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,33 @@ class Manifest:
 
 def kind_of(snapshot: Snapshot, env: Environment) -> str:
     """`kustomize`, `helm` or `plain`: what the environment's path holds."""
-    names = {posixpath.relpath(p, env.path) for p in snapshot.files(env.path)}
-    if any(name in names for name in KUSTOMIZATION_FILES):
+    markers = snapshot.entries(join(env.path, name) for name in (*KUSTOMIZATION_FILES, "Chart.yaml"))
+    names = {posixpath.basename(path) for path in markers}
+    if names & set(KUSTOMIZATION_FILES):
         return "kustomize"
     if "Chart.yaml" in names:
         return "helm"
     return "plain"
+
+
+def render_inputs(snapshot: Snapshot, env: Environment) -> set[str]:
+    """The repository paths that rendering `env` reads; a directory stands for all below it.
+
+    Raises RenderError when they cannot be told; rendering then reports the same problem.
+    """
+    if kind_of(snapshot, env) == "kustomize":
+        return kustomization_inputs(snapshot, env.path)
+    inputs, pending, paths = {env.path}, [env.path], None
+    while pending:  # plain trees and charts also read whatever their symlinks point to
+        for link in snapshot.symlinks(pending.pop()):
+            paths = paths or RepoPaths(snapshot)
+            target = paths.resolve(link, inputs)
+            if target is None:
+                raise RenderError("symlink points outside the repository", link)
+            if not any(under(target, i) for i in inputs):
+                inputs.add(target)
+                pending.append(target)
+    return inputs
 
 
 def is_manifest_file(path: str) -> bool:
@@ -64,20 +85,36 @@ def render(snapshot: Snapshot, env: Environment, *, only: set[str] | None = None
 
 def render_plain(snapshot: Snapshot, path: str, *, only: set[str] | None = None,
                  limits: Limits = DEFAULT_LIMITS) -> list[Manifest]:
-    entries = snapshot.files(path)
-    wanted = sorted(p for p in entries if is_manifest_file(p) and (only is None or p in only))
-    targets = {p: _target(snapshot, p, entries) for p in wanted}
-    contents = snapshot.read_many(sorted(set(targets.values())))
+    """The manifest files below `path` (or only those in `only`), each symlink read from its target.
+
+    As git and Argo CD do, a symlinked directory is not descended; a symlink out of the
+    repository is refused whatever its name.
+    """
+    entries = snapshot.files(path) if only is None else snapshot.entries(p for p in only if under(p, path))
+    wanted = sorted(p for p in entries if is_manifest_file(p))
+    targets = _follow(snapshot, [p for p, e in entries.items() if e.is_symlink])
+    contents = snapshot.read_many(sorted({targets.get(p, p) for p in wanted}), limits.max_file_bytes)
     manifests: list[Manifest] = []
     for path_ in wanted:
-        manifests.extend(to_manifests(parse_documents(contents[targets[path_]], path_, limits), path_))
+        docs = parse_documents(contents[targets.get(path_, path_)], path_, limits)
+        manifests.extend(to_manifests(docs, path_))
     return manifests
 
 
-def _target(snapshot: Snapshot, path: str, entries: dict[str, Entry]) -> str:
-    if not entries[path].is_symlink:
-        return path
-    return resolve_symlink(snapshot, path, snapshot.files("."))
+def _follow(snapshot: Snapshot, links: list[str]) -> dict[str, str]:
+    """The file each manifest symlink among `links` stands for; every link must stay inside."""
+    if not links:
+        return {}
+    paths, targets = RepoPaths(snapshot), {}
+    for link in links:
+        target = paths.resolve(link)
+        if target is None:
+            raise RenderError("symlink points outside the repository", link)
+        if is_manifest_file(link):
+            if paths.kind(target) != "file":
+                raise RenderError("symlink target is not a file in the repository", link)
+            targets[link] = target
+    return targets
 
 
 def to_manifests(docs: Iterable[Any], source: str) -> Iterable[Manifest]:

@@ -11,7 +11,9 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from bot.config import ServerConfig, load_server_config
-from bot.forges import webhook_parser
+from bot import dashboard
+from bot.environments import Environments
+from bot.forges import commit_url, webhook_parser
 from bot.forges.base import WebhookError
 from bot.events import event_repo
 from bot.intake import plan
@@ -105,6 +107,10 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
         except redis.RedisError:
             return answer(503, status="redis unreachable")
         return answer(200, status="ready")
+
+    envs = Environments(connection, settings.name)
+    app.register_blueprint(dashboard.blueprint(store, settings.dashboard_token, lambda: dashboard.environment_rows(
+        envs, lambda ref, sha: commit_url(ref.forge, settings, ref.repo, sha))))
 
     @app.get("/metrics")
     def metrics() -> Response:

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import pytest
+from hypothesis import settings
 import redis as redis_lib
 
 from bot.embedded import RedisServer
+from tests.fakes.kube_api import FakeKubeAPI
+from tests.harness import KubeTarget
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# Property tests: a modest run in CI; HYPOTHESIS_PROFILE=nightly searches much further.
+settings.register_profile("ci", max_examples=200, deadline=None)
+settings.register_profile("nightly", max_examples=10_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def payload(name: str) -> dict[str, Any]:
@@ -39,6 +49,13 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
+@dataclass(frozen=True)
+class Symlink:
+    """A symlink to commit, pointing at `target` exactly as written."""
+
+    target: str
+
+
 class GitRemote:
     """A bare "remote" and a working clone to make commits in, as a forge would hold them."""
 
@@ -55,7 +72,7 @@ class GitRemote:
     def url(self) -> str:
         return self.bare.as_uri()
 
-    def commit(self, branch: str, files: dict[str, str | None], message: str = "change",
+    def commit(self, branch: str, files: Mapping[str, str | bytes | Symlink | None], message: str = "change",
                parent: str | None = None) -> str:
         """Commit `files` (None deletes) on `branch` (created from `parent` if new) and push it."""
         branches = git(self.work, "branch", "--list", branch)
@@ -71,7 +88,13 @@ class GitRemote:
                 target.unlink()
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content)
+            if isinstance(content, Symlink):
+                target.unlink(missing_ok=True)
+                target.symlink_to(content.target)
+            elif isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content)
         git(self.work, "add", "-A")
         git(self.work, "commit", "-q", "--allow-empty", "-m", message)
         git(self.work, "push", "-q", "-f", "origin", branch)
@@ -85,3 +108,21 @@ class GitRemote:
 @pytest.fixture
 def remote(tmp_path: Path) -> GitRemote:
     return GitRemote(tmp_path)
+
+
+@pytest.fixture(params=["fake", "real"])
+def kube_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KubeTarget]:
+    """Where deploy tests deploy to: the local Kubernetes API stand-in, and a real cluster when
+    GITOPS_BOT_TEST_KUBECONFIG names one (its current context, or GITOPS_BOT_TEST_CONTEXT)."""
+    if request.param == "fake":
+        with FakeKubeAPI() as fake:
+            target = KubeTarget(fake.kubeconfig(str(tmp_path / "kubeconfig")), fake.context, tmp_path, fake)
+            yield target
+            target.cleanup()
+        return
+    kubeconfig = os.environ.get("GITOPS_BOT_TEST_KUBECONFIG")
+    if not kubeconfig:
+        pytest.skip("GITOPS_BOT_TEST_KUBECONFIG is not set")
+    target = KubeTarget(kubeconfig, os.environ.get("GITOPS_BOT_TEST_CONTEXT"), tmp_path)
+    yield target
+    target.cleanup()

@@ -127,7 +127,7 @@ class KubeTarget:
     Each test gets its own namespace and CRD group, so tests on a real cluster never meet.
     """
 
-    def __init__(self, kubeconfig: str, context: str | None, fake: Any = None):
+    def __init__(self, kubeconfig: str, context: str | None, workdir: Path, fake: Any = None):
         import uuid
 
         import kubernetes
@@ -146,7 +146,7 @@ class KubeTarget:
         """An image no node can pull: a workload using it never becomes available."""
         self._api = kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context,
                                                              persist_config=False)
-        self.dyn = DynamicClient(self._api, cache_file=f"{kubeconfig}.{tag}.discovery.json")
+        self.dyn = DynamicClient(self._api, cache_file=str(workdir / "discovery.json"))
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
         from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError

@@ -31,3 +31,14 @@ def make_forge(forge: str, settings: Settings) -> Forge:
         from bot.forges.gitlab import GitLabForge
         return GitLabForge(settings.gitlab_url, settings.gitlab_token)
     raise ValueError(f"unknown forge {forge!r}")
+
+
+def commit_url(forge: str, settings: Settings, repo: str, sha: str) -> str | None:
+    """Where a person sees a commit on its forge."""
+    if forge == "github":
+        from bot.forges import github
+        return github.commit_url(settings.github_api_url, repo, sha)
+    if forge == "gitlab":
+        from bot.forges import gitlab
+        return gitlab.commit_url(settings.gitlab_url, repo, sha)
+    return None

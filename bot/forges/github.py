@@ -116,6 +116,13 @@ def _push_event(payload: dict[str, Any]) -> Event:
                      field(payload, "after"), pusher)
 
 
+def commit_url(api_url: str, repo: str, sha: str) -> str:
+    """A commit's page: github.com for the public API, the host itself for GitHub Enterprise Server."""
+    parts = urlsplit(api_url)
+    host = "github.com" if parts.hostname == "api.github.com" else parts.netloc
+    return f"{parts.scheme}://{host}/{repo}/commit/{sha}"
+
+
 # -- API adapter -------------------------------------------------------------------------------
 
 def _private_key(value: str) -> str:
@@ -273,7 +280,6 @@ class GitHubForge:
 
     def update_deployment(self, repo: str, environment: str, deployment_id: str, state: DeployState,
                           description: str) -> None:
-        deployment = self._repo(repo).get_deployment(int(deployment_id))
-        _call("deployment status", lambda: deployment.create_status(state, description=description[:140],
-                                                                    environment=environment))
+        _call("deployment status", lambda: self._repo(repo).get_deployment(int(deployment_id)).create_status(
+            state, description=description[:140], environment=environment))
 

@@ -172,6 +172,10 @@ def _access_name(level: int) -> str:
     return next((name for floor, name in _ACCESS if level >= floor), "none")
 
 
+def commit_url(base_url: str, repo: str, sha: str) -> str:
+    return f"{base_url.rstrip('/')}/{repo}/-/commit/{sha}"
+
+
 class GitLabForge:
     """The GitLab API as the core needs it. Nothing else in the bot imports python-gitlab."""
 

@@ -10,3 +10,7 @@ class RenderError(Exception):
         self.message = message
         self.file = file
         super().__init__(f"{file}: {message}" if file else message)
+
+    @classmethod
+    def too_large(cls, size: int, limit: int, file: str) -> "RenderError":
+        return cls(f"file is {size:,} bytes, larger than the limit of {limit:,}", file)

@@ -18,11 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bot.renderers.errors import RenderError
 from bot.renderers.kustomize import concise, resolve_inside, run_isolated
-from bot.yamlio import check_bounds
+from bot.yamlio import Limits, parse_documents
 
 MAX_FILE_BYTES = 1024 * 1024
 _PROJECT = Path(__file__).resolve().parents[2]
@@ -111,17 +109,13 @@ def _check_dependencies(chart: Path, path: str) -> str:
 
 
 def _load_yaml(file: Path, name: str) -> dict[str, Any]:
-    if file.stat().st_size > MAX_FILE_BYTES:
-        raise RenderError(f"file is larger than {MAX_FILE_BYTES:,} bytes", name)
-    try:
-        doc = yaml.safe_load(file.read_bytes())
-    except yaml.YAMLError as err:
-        raise RenderError(f"invalid YAML: {getattr(err, 'problem', None) or type(err).__name__}",
-                          name) from None
-    if not isinstance(doc, dict):
+    size = file.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise RenderError.too_large(size, MAX_FILE_BYTES, name)
+    docs = parse_documents(file.read_bytes(), name, Limits(max_file_bytes=MAX_FILE_BYTES))
+    if len(docs) != 1 or not isinstance(docs[0], dict):
         raise RenderError("expected a mapping", name)
-    check_bounds([doc], name)
-    return doc
+    return docs[0]
 
 
 def _values_file(root: Path, chart: Path, value: str, name: str) -> Path:

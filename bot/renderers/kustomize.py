@@ -10,6 +10,7 @@ restrictor, no plugins, a scratch HOME, no inherited environment and a hard time
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shutil
 import signal
@@ -17,15 +18,19 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import yaml
 
 from bot.renderers.errors import RenderError
-from bot.yamlio import check_bounds
+from bot.yamlio import Limits, parse_documents
+
+if TYPE_CHECKING:
+    from bot.gitrepo import RepoPaths, Snapshot
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 MAX_KUSTOMIZATION_BYTES = 1024 * 1024
+LIMITS = Limits(max_file_bytes=MAX_KUSTOMIZATION_BYTES)
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 BUILTIN_PLUGIN_KINDS = frozenset({
@@ -46,21 +51,22 @@ _REMOTE = re.compile(
 
 def is_kustomization(directory: Path) -> bool:
     """Whether `directory` holds a kustomization file."""
-    return _kustomization_file(directory) is not None
+    return any((directory / name).is_file() for name in KUSTOMIZATION_FILES)
 
 
 def render_kustomize(root: Path, path: str, *, timeout: float = 60.0,
                      kubectl: str | None = None) -> str:
     """The multi-document YAML that `kubectl kustomize root/path` builds, once it is proven safe."""
+    from bot.gitrepo import RepoPaths, WorkTreeSnapshot  # not at the top: see kustomization_inputs
+
     root = root.resolve()
-    directory = resolve_inside(root, root / path)
-    if directory is None or _kustomization_file(directory) is None:
-        raise RenderError("no kustomization.yaml in this directory inside the repository", path)
-    _check_tree(root, directory)
+    paths = RepoPaths(WorkTreeSnapshot(root))
+    directory = _start(paths, path)
+    _walk(paths, directory)
     executable = _find_kubectl(kubectl)
     with tempfile.TemporaryDirectory(prefix="kustomize-plugins-") as plugins:
         try:
-            proc = run_isolated([executable, "kustomize", str(directory)], cwd=root,
+            proc = run_isolated([executable, "kustomize", str(root / directory)], cwd=root,
                                 timeout=timeout, env={"KUSTOMIZE_PLUGIN_HOME": plugins})
         except subprocess.TimeoutExpired:
             raise RenderError(f"kustomize timed out after {timeout:g}s", path) from None
@@ -72,25 +78,51 @@ def render_kustomize(root: Path, path: str, *, timeout: float = 60.0,
     return proc.stdout
 
 
-def _check_tree(root: Path, start: Path) -> None:
-    """Refuse anything in the kustomizations reachable from `start` that could leave `root`."""
+def kustomization_inputs(snapshot: Snapshot, path: str) -> set[str]:
+    """Every repository path the kustomization at `path` reads (a directory stands for all below
+    it), found from the snapshot without writing it out. Raises RenderError as rendering would."""
+    # Imported here: the Helm worker process imports this module, and GitPython would slow its
+    # start by a tenth of a second.
+    from bot.gitrepo import RepoPaths
+
+    paths = RepoPaths(snapshot)
+    return _walk(paths, _start(paths, path)) | {path}  # `path` itself: a symlink may lead there
+
+
+def _start(paths: RepoPaths, path: str) -> str:
+    directory = paths.resolve(path)
+    if directory is None or _kustomization_file(paths, directory) is None:
+        raise RenderError("no kustomization.yaml in this directory inside the repository", path)
+    return directory
+
+
+def _walk(paths: RepoPaths, start: str) -> set[str]:
+    """Check every kustomization reachable from `start` for anything that could leave the
+    repository; return what they read."""
+    inputs: set[str] = set()
     pending, seen = [start], set()
     while pending:  # not recursive: a hostile repository could nest deeper than Python's stack
         directory = pending.pop()
         if directory not in seen:
             seen.add(directory)
-            pending.extend(_check_kustomization(root, directory))
+            inputs.add(directory)
+            pending.extend(_check_kustomization(paths, directory, inputs))
+    return inputs
 
 
-def _check_kustomization(root: Path, directory: Path) -> list[Path]:
-    """Check one kustomization; return the kustomization directories it includes."""
-    kfile = _kustomization_file(directory)
+def _check_kustomization(paths: RepoPaths, directory: str, inputs: set[str]) -> list[str]:
+    """Check one kustomization, adding what it reads to `inputs`; return the kustomization
+    directories it includes."""
+    name = _kustomization_file(paths, directory)
+    if name is None:
+        raise RenderError("no kustomization.yaml in this directory", directory)
+    kfile = paths.resolve(name, inputs)
     if kfile is None:
-        raise RenderError("no kustomization.yaml in this directory", _rel(root, directory))
-    name = _rel(root, kfile)
-    if resolve_inside(root, kfile) is None:
         raise RenderError("the kustomization file is a symlink out of the repository", name)
-    fields = _fields(_load_yaml(kfile, name)[0], name)
+    if paths.kind(kfile) != "file":
+        raise RenderError("the kustomization file is not a file", name)
+    inputs.add(kfile)
+    fields = _fields(_load_yaml(paths, kfile, name)[0], name)
     for key in HELM_FIELDS:
         if key in fields:
             raise RenderError(f"{key!r} is not supported: Helm charts in kustomizations need "
@@ -98,11 +130,11 @@ def _check_kustomization(root: Path, directory: Path) -> list[Path]:
                               name)
     for key in PLUGIN_FIELDS:
         for entry in _strings(fields.get(key)):
-            _check_plugin_entry(root, directory, entry, key, name)
+            _check_plugin_entry(paths, directory, entry, key, name, inputs)
     nested = []
     for key, ref in _path_references(fields):
-        target = _local(root, directory, ref, key, name)
-        if key in NESTED_FIELDS and target.is_dir():
+        target = _local(paths, directory, ref, key, name, inputs)
+        if key in NESTED_FIELDS and paths.kind(target) == "dir":
             nested.append(target)
     return nested
 
@@ -152,27 +184,17 @@ def _find_kubectl(explicit: str | None) -> str:
     return found
 
 
-def _kustomization_file(directory: Path) -> Path | None:
-    return next((directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()), None)
+def _kustomization_file(paths: RepoPaths, directory: str) -> str | None:
+    names = (posixpath.normpath(posixpath.join(directory, n)) for n in KUSTOMIZATION_FILES)
+    return next((name for name in names if name in paths.files), None)
 
 
-def _load_yaml(file: Path, name: str) -> list[Any]:
-    if file.stat().st_size > MAX_KUSTOMIZATION_BYTES:
-        raise RenderError(f"file is larger than {MAX_KUSTOMIZATION_BYTES:,} bytes", name)
-    return _parse(file.read_bytes(), name)
+def _load_yaml(paths: RepoPaths, file: str, name: str) -> list[Any]:
+    return _parse(paths.read(file, MAX_KUSTOMIZATION_BYTES), name)
 
 
 def _parse(data: bytes, name: str) -> list[Any]:
-    try:
-        docs = [d for d in yaml.load_all(data, Loader=_StrictLoader) if d is not None]
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise RenderError(f"invalid YAML: {where}{err.problem or err.context}", name) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RenderError(f"invalid YAML: {type(err).__name__}", name) from None
-    check_bounds(docs, name)
-    return docs or [{}]
+    return parse_documents(data, name, LIMITS, loader=_StrictLoader) or [{}]
 
 
 class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -238,14 +260,15 @@ def _generator_sources(key: str, item: dict[str, Any]) -> Iterator[tuple[str, st
         yield key, source
 
 
-def _check_plugin_entry(root: Path, directory: Path, entry: str, key: str, name: str) -> None:
+def _check_plugin_entry(paths: RepoPaths, directory: str, entry: str, key: str, name: str,
+                        inputs: set[str]) -> None:
     if "\n" in entry:  # an inline plugin config
         configs = _parse(entry.encode(), name)
     else:
-        file = _local(root, directory, entry, key, name)
-        if not file.is_file():
+        file = _local(paths, directory, entry, key, name, inputs)
+        if paths.kind(file) != "file":
             raise RenderError(f"{key} entry {entry!r} must be a plugin config file", name)
-        configs = _load_yaml(file, _rel(root, file))
+        configs = _load_yaml(paths, file, file)
     for config in configs:
         fields = _fields(config, name)
         metadata = fields.get("metadata") if isinstance(fields.get("metadata"), dict) else {}
@@ -257,22 +280,26 @@ def _check_plugin_entry(root: Path, directory: Path, entry: str, key: str, name:
             raise RenderError(f"{key} entry {entry!r}: plugin {kind!r} is not a kustomize built-in; "
                               "exec, container and other external plugins are not allowed", name)
         for _, ref in _path_references(fields):
-            _local(root, directory, ref, f"{key} {kind}", name)
+            _local(paths, directory, ref, f"{key} {kind}", name, inputs)
 
 
-def _local(root: Path, directory: Path, ref: str, key: str, name: str) -> Path:
-    """The file or directory `ref` names, which must exist inside `root`."""
+def _local(paths: RepoPaths, directory: str, ref: str, key: str, name: str,
+           inputs: set[str]) -> str:
+    """The file or directory `ref` names, which must exist inside the repository; it and the
+    symlinks that lead to it are added to `inputs`."""
     if _REMOTE.search(ref):
         raise RenderError(f"{key} entry {ref!r} is a remote reference; only files in this "
                           "repository can be rendered (vendor the base into the repository)", name)
-    # Kustomize joins lexically and then follows symlinks; Path.resolve follows them first.
-    # The two can differ through a symlinked directory, so both must stay inside.
-    physical = resolve_inside(root, directory / ref)
-    lexical = resolve_inside(root, Path(os.path.normpath(directory / ref)))
+    # Kustomize joins lexically and then follows symlinks; the OS follows each symlink before
+    # the `..` after it. The two can differ through a symlinked directory, so both must stay inside.
+    joined = posixpath.join(directory, ref)
+    physical = paths.resolve(joined, inputs)
+    lexical = paths.resolve(posixpath.normpath(joined), inputs)
     if physical is None or lexical is None:
         raise RenderError(f"{key} entry {ref!r} points outside the repository", name)
-    if not physical.exists():
+    if paths.kind(physical) is None:
         raise RenderError(f"{key} entry {ref!r} does not exist", name)
+    inputs.update((physical, lexical))
     return physical
 
 
@@ -283,10 +310,3 @@ def resolve_inside(root: Path, path: Path) -> Path | None:
     except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte: never inside
         return None
     return real if real == root or real.is_relative_to(root) else None
-
-
-def _rel(root: Path, path: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.name
