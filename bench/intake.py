@@ -117,7 +117,7 @@ def main() -> int:
     (tmp / "bot.yaml").write_text('repos: ["acme/*"]\n')
     sig = signature(SECRET, raw)
 
-    with RedisServer(tmp / "redis") as server:
+    with RedisServer(tmp / "redis", appendonly=os.environ.get("BENCH_AOF", "yes") == "yes") as server:
         env = {**os.environ, "REDIS_URL": server.url, "GITOPS_BOT_CONFIG": str(tmp / "bot.yaml"),
                "GITHUB_WEBHOOK_SECRET": SECRET, "GITOPS_BOT_DATA_DIR": str(tmp / "data")}
         results = {}

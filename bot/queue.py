@@ -6,8 +6,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis
 from rq import Queue, Retry
+from rq.job import Job
+from rq.scripts import _build_hset_args  # the fields RQ's own atomic enqueue writes
 
 DELIVERY_TTL = 7 * 24 * 3600
 RECENT_DELIVERIES = 100
@@ -46,14 +49,27 @@ class Plan:
 class Store:
     """Keys are prefixed with the instance name, so instances can share one Redis."""
 
-    # KEYS: the delivery's de-duplication key, the deliveries log, then pull requests' newest keys.
-    # ARGV: the two TTLs, the log entry, the log entry for a duplicate, the new generation.
+    # One round trip records a delivery and queues its jobs, atomically: a delivery is never
+    # remembered without its jobs, nor queued twice.
+    # KEYS: de-duplication key, deliveries log, RQ's set of queues, then each pull request's newest
+    #       key, then each job's hash key and queue key.
+    # ARGV: the two TTLs, the log entry up to its outcome, the outcome, the generation, the number
+    #       of pull requests, then per job: its id, its field count, and its fields.
     _ACCEPT = """
     local fresh = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
-    redis.call('LPUSH', KEYS[2], fresh and ARGV[3] or ARGV[4])
+    redis.call('LPUSH', KEYS[2], ARGV[3] .. (fresh and ARGV[4] or '"duplicate"}'))
     redis.call('LTRIM', KEYS[2], 0, %d)
     if not fresh then return 0 end
-    for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[5], 'EX', ARGV[2]) end
+    local pulls = tonumber(ARGV[6])
+    for i = 1, pulls do redis.call('SET', KEYS[3 + i], ARGV[5], 'EX', ARGV[2]) end
+    local key, arg = 4 + pulls, 7
+    while key < #KEYS do
+      local fields = tonumber(ARGV[arg + 1])
+      redis.call('HSET', KEYS[key], unpack(ARGV, arg + 2, arg + 1 + fields))
+      redis.call('RPUSH', KEYS[key + 1], ARGV[arg])
+      redis.call('SADD', KEYS[3], KEYS[key + 1])
+      key, arg = key + 2, arg + 2 + fields
+    end
     return 1
     """ % (RECENT_DELIVERIES - 1)
 
@@ -83,29 +99,35 @@ class Store:
         return f"{self.prefix}:deliveries"
 
     def accept(self, forge: str, delivery_id: str, plan: Plan, entry: dict[str, Any]) -> list[str] | None:
-        """Record the delivery and queue its jobs, in two round trips; None for a duplicate.
+        """Record the delivery and queue its jobs in one atomic round trip; None for a duplicate.
 
-        `entry` describes the delivery for the recent-deliveries log. If queuing fails, the
-        delivery is forgotten again, so the forge's redelivery is not taken for a duplicate.
+        `entry` describes the delivery for the recent-deliveries log.
         """
-        dedup_key = f"{self.prefix}:delivery:{forge}:{delivery_id}"
         generation = f"{forge}:{delivery_id}"
         pulls = sorted({j.supersedes for j in plan.jobs if j.supersedes} | set(plan.cancel))
-        outcome = "queued" if plan.jobs else plan.ignored or "recorded"
-        fresh = self._accept_script(
-            keys=[dedup_key, self.deliveries_key, *map(self._newest_key, pulls)],
-            args=[DELIVERY_TTL, GENERATION_TTL, json.dumps({**entry, "outcome": outcome}),
-                  json.dumps({**entry, "outcome": "duplicate"}), generation])
-        if not fresh:
+        jobs = [self._prepare(job, generation, delivery_id) for job in plan.jobs]
+        keys = [f"{self.prefix}:delivery:{forge}:{delivery_id}", self.deliveries_key, Queue.redis_queues_keys,
+                *map(self._newest_key, pulls)]
+        outcome = "queued" if jobs else plan.ignored or "recorded"
+        logged = orjson.dumps({**entry, "outcome": None})[:-5]  # the entry, open for its outcome
+        args: list[Any] = [DELIVERY_TTL, GENERATION_TTL, logged, orjson.dumps(outcome) + b"}", generation, len(pulls)]
+        for job, queue in jobs:
+            fields = _build_hset_args(job)
+            keys += [job.key, queue.key]
+            args += [job.id, len(fields), *fields]
+        if not self._accept_script(keys=keys, args=args):
             return None
-        try:
-            pipe = self.redis.pipeline(transaction=True)
-            jobs = [self._enqueue(job, generation, delivery_id, pipe) for job in plan.jobs]
-            pipe.execute()
-            return jobs
-        except redis.RedisError:
-            self.redis.delete(dedup_key)
-            raise
+        return [job.id for job, _ in jobs]
+
+    def _prepare(self, spec: JobSpec, generation: str, delivery_id: str) -> tuple[Job, Queue]:
+        """An RQ job made and serialised by RQ itself, as its own enqueue would, but not yet saved."""
+        queue = self.queue(spec.queue)
+        kwargs = {**spec.kwargs, "generation": generation} if spec.supersedes else spec.kwargs
+        job = queue.create_job(f"bot.jobs.{spec.func}", kwargs=kwargs, description=spec.description,
+                               timeout=spec.timeout, result_ttl=7 * 24 * 3600, failure_ttl=30 * 24 * 3600,
+                               meta={"delivery": delivery_id}, retry=Retry(max=3, interval=[5, 30, 120]))
+        queue._prepare_for_queue(job)
+        return job, queue
 
     def note(self, entry: dict[str, Any]) -> None:
         """Log a delivery that needed no queuing; losing this record is harmless."""
@@ -116,11 +138,3 @@ class Store:
 
     def recent_deliveries(self) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in self.redis.lrange(self.deliveries_key, 0, RECENT_DELIVERIES - 1)]
-
-    def _enqueue(self, job: JobSpec, generation: str, delivery_id: str, pipe: redis.client.Pipeline) -> str:
-        kwargs = {**job.kwargs, "generation": generation} if job.supersedes else job.kwargs
-        queued = self.queue(job.queue).enqueue_call(
-            f"bot.jobs.{job.func}", kwargs=kwargs, description=job.description, timeout=job.timeout,
-            result_ttl=7 * 24 * 3600, failure_ttl=30 * 24 * 3600, meta={"delivery": delivery_id},
-            retry=Retry(max=3, interval=[5, 30, 120]), pipeline=pipe)
-        return queued.id

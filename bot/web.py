@@ -6,8 +6,9 @@ import logging
 import time
 from typing import Any
 
+import orjson
 import redis
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from bot.config import ServerConfig, load_server_config
@@ -42,9 +43,7 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
     app.extensions["gitops_bot"] = {"settings": settings, "server": server, "store": store}
 
     def answer(code: int, **body: Any) -> Response:
-        response = jsonify(body)
-        response.status_code = code
-        return response
+        return Response(orjson.dumps(body), status=code, mimetype="application/json")
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Response:
