@@ -52,13 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "from its origin remote); with --repo-name, whose locks, history and objects these are")
     deploy.add_argument("--repo-name", help="its full name there, e.g. acme/infra (default: from its origin remote)")
 
+    commands.add_parser("reconcile", help="queue what missed webhooks left undone, now")
+
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    if args.command in ("serve", "worker"):
+    if args.command in ("serve", "worker", "reconcile"):
         from bot import logs
         logs.setup(settings.secrets())
     handler = {"serve": cmd_serve, "worker": cmd_worker, "up": cmd_up, "diff": cmd_diff,
-               "check-config": cmd_check_config, "deploy": cmd_deploy}[args.command]
+               "check-config": cmd_check_config, "deploy": cmd_deploy, "reconcile": cmd_reconcile}[args.command]
     return handler(args, settings)
 
 
@@ -106,9 +108,31 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         print("gitops-bot worker: REDIS_URL is not set", file=sys.stderr)
         return 2
     store = Store(redis.Redis.from_url(settings.redis_url), settings.name)
+    if not args.burst:
+        from bot.config import load_server_config
+        from bot.reconcile import schedule
+        schedule(store, load_server_config(settings.config_path).reconcile_interval)
     worker = Worker(store.queues(), connection=store.redis)
     worker.work(burst=args.burst, with_scheduler=not args.burst, logging_level="INFO")
     return 0
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    """Find open pull requests without a diff and environments not deployed at their branch's head."""
+    from bot import runtime
+    from bot.reconcile import reconcile
+
+    if not settings.redis_url:
+        print("gitops-bot reconcile: REDIS_URL is not set", file=sys.stderr)
+        return 2
+    findings = reconcile(runtime.current())
+    for what, items in (("diff queued", findings.diffs), ("deploy queued", findings.deploys),
+                        ("error", findings.errors)):
+        for item in items:
+            print(f"{what}: {item}")
+    if not (findings.diffs or findings.deploys or findings.errors):
+        print("nothing missed")
+    return 1 if findings.errors else 0
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:

@@ -55,6 +55,8 @@ class ServerConfig:
     """Seconds one renderer (kustomize, helm) may run before it is stopped."""
     rollout_timeout: float = 300.0
     """Seconds a deploy waits for workloads to become available."""
+    reconcile_interval: float = 600.0
+    """Seconds between runs that catch up on missed webhooks; 0 turns them off."""
 
     def allows(self, full_name: str) -> bool:
         name = full_name.lower()
@@ -178,7 +180,7 @@ def _ignore_rules(reader: _Reader) -> tuple[IgnoreRule, ...]:
 
 def parse_server_config(text: bytes, file: str = "config/bot.yaml") -> ServerConfig:
     top = _Reader(file, _load_yaml(text, file))
-    top.reject_unknown({"repos", "clusters", "commands", "diff", "render", "deploy"})
+    top.reject_unknown({"repos", "clusters", "commands", "diff", "render", "deploy", "reconcile"})
     clusters = {}
     for name, raw in (top.get("clusters", dict, {}) or {}).items():
         entry = _Reader(file, raw, f"clusters.{name}")
@@ -193,12 +195,13 @@ def parse_server_config(text: bytes, file: str = "config/bot.yaml") -> ServerCon
     if not prefix or any(c.isspace() for c in prefix):
         raise ConfigError(file, "commands.prefix", "expected a non-empty prefix without spaces")
     diff = top.child("diff")
-    render, deploy = top.child("render"), top.child("deploy")
+    render, deploy, reconcile = top.child("render"), top.child("deploy"), top.child("reconcile")
     return ServerConfig(
         repos=top.strings("repos"), clusters=clusters, command_prefix=prefix,
         ignore=_ignore_rules(diff) if diff else (),
         render_timeout=float(render.get("timeout", (int, float), 60.0)) if render else 60.0,
         rollout_timeout=float(deploy.get("rollout_timeout", (int, float), 300.0)) if deploy else 300.0,
+        reconcile_interval=float(reconcile.get("interval", (int, float), 600.0)) if reconcile else 600.0,
     )
 
 

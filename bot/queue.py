@@ -12,6 +12,8 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.scripts import _build_hset_args  # the fields RQ's own atomic enqueue writes
 
+from bot.events import Repo, to_plain
+
 DELIVERY_TTL = 7 * 24 * 3600
 RECENT_DELIVERIES = 100
 GENERATION_TTL = 30 * 24 * 3600
@@ -51,18 +53,20 @@ class Store:
 
     # One round trip records a delivery and queues its jobs, atomically: a delivery is never
     # remembered without its jobs, nor queued twice.
-    # KEYS: de-duplication key, deliveries log, RQ's set of queues, then each pull request's newest
-    #       key, then each job's hash key and queue key.
+    # KEYS: de-duplication key, deliveries log, RQ's set of queues, known repositories, then each
+    #       pull request's newest key, then each job's hash key and queue key.
     # ARGV: the two TTLs, the log entry up to its outcome, the outcome, the generation, the number
-    #       of pull requests, then per job: its id, its field count, and its fields.
+    #       of pull requests, the repository's field and value (for reconcile), then per job: its
+    #       id, its field count, and its fields.
     _ACCEPT = """
     local fresh = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
     redis.call('LPUSH', KEYS[2], ARGV[3] .. (fresh and ARGV[4] or '"duplicate"}'))
     redis.call('LTRIM', KEYS[2], 0, %d)
     if not fresh then return 0 end
+    redis.call('HSET', KEYS[4], ARGV[7], ARGV[8])
     local pulls = tonumber(ARGV[6])
-    for i = 1, pulls do redis.call('SET', KEYS[3 + i], ARGV[5], 'EX', ARGV[2]) end
-    local key, arg = 4 + pulls, 7
+    for i = 1, pulls do redis.call('SET', KEYS[4 + i], ARGV[5], 'EX', ARGV[2]) end
+    local key, arg = 5 + pulls, 9
     while key < #KEYS do
       local fields = tonumber(ARGV[arg + 1])
       redis.call('HSET', KEYS[key], unpack(ARGV, arg + 2, arg + 1 + fields))
@@ -98,19 +102,21 @@ class Store:
     def deliveries_key(self) -> str:
         return f"{self.prefix}:deliveries"
 
-    def accept(self, forge: str, delivery_id: str, plan: Plan, entry: dict[str, Any]) -> list[str] | None:
+    def accept(self, repo: Repo, delivery_id: str, plan: Plan, entry: dict[str, Any]) -> list[str] | None:
         """Record the delivery and queue its jobs in one atomic round trip; None for a duplicate.
 
-        `entry` describes the delivery for the recent-deliveries log.
+        `entry` describes the delivery for the recent-deliveries log; `repo` is remembered for
+        reconcile, which finds what missed webhooks left undone.
         """
-        generation = f"{forge}:{delivery_id}"
+        generation = f"{repo.forge}:{delivery_id}"
         pulls = sorted({j.supersedes for j in plan.jobs if j.supersedes} | set(plan.cancel))
         jobs = [self._prepare(job, generation, delivery_id) for job in plan.jobs]
-        keys = [f"{self.prefix}:delivery:{forge}:{delivery_id}", self.deliveries_key, Queue.redis_queues_keys,
-                *map(self._newest_key, pulls)]
+        keys = [f"{self.prefix}:delivery:{repo.forge}:{delivery_id}", self.deliveries_key,
+                Queue.redis_queues_keys, self.repos_key, *map(self._newest_key, pulls)]
         outcome = "queued" if jobs else plan.ignored or "recorded"
         logged = orjson.dumps({**entry, "outcome": None})[:-5]  # the entry, open for its outcome
-        args: list[Any] = [DELIVERY_TTL, GENERATION_TTL, logged, orjson.dumps(outcome) + b"}", generation, len(pulls)]
+        args: list[Any] = [DELIVERY_TTL, GENERATION_TTL, logged, orjson.dumps(outcome) + b"}", generation,
+                           len(pulls), f"{repo.forge}:{repo.full_name}", orjson.dumps(to_plain(repo))]
         for job, queue in jobs:
             fields = _build_hset_args(job)
             keys += [job.key, queue.key]
@@ -118,6 +124,15 @@ class Store:
         if not self._accept_script(keys=keys, args=args):
             return None
         return [job.id for job, _ in jobs]
+
+    @property
+    def repos_key(self) -> str:
+        return f"{self.prefix}:repos"
+
+    def known_repos(self) -> list[Repo]:
+        """Every repository a queued delivery came from."""
+        return sorted((Repo(**orjson.loads(raw)) for raw in self.redis.hvals(self.repos_key)),
+                      key=lambda r: (r.forge, r.full_name))
 
     def _prepare(self, spec: JobSpec, generation: str, delivery_id: str) -> tuple[Job, Queue]:
         """An RQ job made and serialised by RQ itself, as its own enqueue would, but not yet saved."""

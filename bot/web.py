@@ -69,11 +69,11 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
         context = {"forge": forge, "delivery": delivery.delivery_id, "event": delivery.event_name}
         repo = event_repo(delivery.event)
         entry = {**context, "repo": repo.full_name if repo else None, "at": time.time()}
-        outcome, response = _act(decision, delivery, entry, context)
+        outcome, response = _act(decision, delivery, repo, entry, context)
         WEBHOOKS.labels(forge, delivery.event_name, outcome).inc()
         return response
 
-    def _act(decision, delivery, entry, context) -> tuple[str, Response]:  # type: ignore[no-untyped-def]
+    def _act(decision, delivery, repo, entry, context) -> tuple[str, Response]:  # type: ignore[no-untyped-def]
         if not decision.jobs and not decision.cancel:
             log.info("webhook ignored", extra={**context, "reason": decision.ignored})
             try:
@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
                 pass  # the answer does not depend on the log of deliveries
             return "ignored", answer(200, ignored=decision.ignored)
         try:
-            job_ids = store.accept(delivery.forge, delivery.delivery_id, decision, entry)
+            job_ids = store.accept(repo, delivery.delivery_id, decision, entry)
         except redis.RedisError as err:
             log.warning("queue unreachable", extra={**context, "error": type(err).__name__})
             return "unavailable", answer(503, error="the queue is unreachable; redeliver later")

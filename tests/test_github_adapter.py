@@ -6,6 +6,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bot.events import Repo
 from bot.forges.base import TransientForgeError
 from bot.forges.github import GitHubForge
 from tests.fakes.github_api import FakeGitHub
@@ -103,3 +104,14 @@ def test_github_app_installation_tokens(fake):
 def test_a_github_token_or_an_app_is_required():
     with pytest.raises(ValueError, match="GITHUB_TOKEN"):
         GitHubForge("http://127.0.0.1:1")
+
+
+def test_open_pulls_and_statuses_for_reconcile(forge, fake):
+    repo = Repo("github", REPO, "https://github.example/acme/infra.git", "main")
+    fake.add_pull(REPO, 8, head_sha="c" * 40, head_ref="done", state="closed")
+    (pull,) = forge.open_pulls(repo)
+    assert (pull.number, pull.head_sha, pull.base_ref, pull.head_ref) == (7, HEAD, "main", "feature")
+    assert not forge.has_status(REPO, HEAD, "gitops-bot/diff")
+    forge.set_status(REPO, HEAD, "gitops-bot/diff", "pending", "rendering")
+    assert forge.has_status(REPO, HEAD, "gitops-bot/diff")
+    assert not forge.has_status(REPO, HEAD, "other-bot/diff")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gitlab
 import pytest
 
+from bot.events import Repo
 from bot.forges.base import PullState, TransientForgeError
 from bot.forges.gitlab import GitLabForge
 from tests.fakes.gitlab_api import DEVELOPER, GUEST, MAINTAINER, OWNER, PLANNER, REPORTER, FakeGitLab
@@ -220,3 +221,15 @@ def test_a_wrong_token_is_not_transient_and_not_echoed(fake):
 def test_a_token_is_required():
     with pytest.raises(ValueError, match="GITLAB_TOKEN"):
         GitLabForge("https://gitlab.com", None)
+
+
+def test_open_merge_requests_and_statuses_for_reconcile(forge, fake):
+    repo = Repo("gitlab", PATH, "https://gitlab.example/group/sub/infra.git", "main")
+    fake.add_mr(PATH, 8, "other", "main", "c" * 40)
+    fake.mrs[(PATH, 8)]["state"] = "merged"
+    (pull,) = forge.open_pulls(repo)
+    assert (pull.number, pull.head_sha, pull.base_ref, pull.head_ref, pull.base_sha) == (7, HEAD, "main", "feature", "")
+    assert not forge.has_status(PATH, HEAD, "gitops-bot/diff")
+    forge.set_status(PATH, HEAD, "gitops-bot/diff", "pending", "rendering")
+    assert forge.has_status(PATH, HEAD, "gitops-bot/diff")
+    assert not forge.has_status(PATH, HEAD, "other-bot/diff")

@@ -8,7 +8,7 @@ from typing import Any, Literal, Mapping, Protocol
 
 import orjson
 
-from bot.events import Event
+from bot.events import Event, PullRequest, Repo
 
 StatusState = Literal["pending", "success", "failure", "error"]
 Reaction = Literal["eyes", "+1", "-1", "rocket", "confused"]
@@ -79,6 +79,10 @@ class Forge(Protocol):
     def pull_state(self, repo: str, number: int) -> PullState: ...
     def merge(self, repo: str, number: int, sha: str, message: str) -> str:
         """Merge the pull request at `sha` (refused if the head moved); the merge commit's SHA."""
+    def open_pulls(self, repo: Repo) -> list[PullRequest]:
+        """The repository's open pull requests, at their current heads."""
+    def has_status(self, repo: str, sha: str, context: str) -> bool:
+        """Whether a commit carries a status (or check) named `context`, in any state."""
     def create_deployment(self, repo: str, environment: str, sha: str, ref: str, description: str) -> str:
         """Record a deployment of `sha` to `environment` on the forge, in progress; its id."""
     def update_deployment(self, repo: str, environment: str, deployment_id: str, state: DeployState,

@@ -270,6 +270,17 @@ class GitHubForge:
             commit_title=message, sha=sha, merge_method="merge"))
         return status.sha
 
+    def open_pulls(self, repo: Repo) -> list[PullRequest]:
+        return _call("list pull requests", lambda: [PullRequest(
+            repo=repo, number=p.number, title=p.title or "", author=p.user.login if p.user else "",
+            base_ref=p.base.ref, base_sha=p.base.sha, head_ref=p.head.ref, head_sha=p.head.sha,
+            head_clone_url=p.head.repo.clone_url if p.head.repo else repo.clone_url, draft=bool(p.draft),
+            web_url=p.html_url or "") for p in self._repo(repo.full_name).get_pulls(state="open")])
+
+    def has_status(self, repo: str, sha: str, context: str) -> bool:
+        return _call("list statuses", lambda: any(
+            s.context == context for s in self._repo(repo).get_commit(sha).get_statuses()))
+
     def create_deployment(self, repo: str, environment: str, sha: str, ref: str, description: str) -> str:
         # The bot deploys what landed; GitHub must not hold it back on status checks or merge the base.
         deployment = _call("create deployment", lambda: self._repo(repo).create_deployment(

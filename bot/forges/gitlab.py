@@ -276,6 +276,19 @@ class GitLabForge:
         # A fast-forward merge makes no merge commit: the head itself lands on the target branch.
         return merged.get("merge_commit_sha") or merged["sha"]
 
+    def open_pulls(self, repo: Repo) -> list[PullRequest]:
+        # The listing names no base commit: an empty base_sha makes the diff take the target's tip.
+        return _call("list merge requests", lambda: [PullRequest(
+            repo=repo, number=mr.iid, title=mr.title or "", author=(mr.author or {}).get("username", ""),
+            base_ref=mr.target_branch, base_sha="", head_ref=mr.source_branch, head_sha=mr.sha,
+            head_clone_url=repo.clone_url, draft=bool(getattr(mr, "draft", False)), web_url=mr.web_url or "")
+            for mr in self._project(repo.full_name).mergerequests.list(state="opened", iterator=True)])
+
+    def has_status(self, repo: str, sha: str, context: str) -> bool:
+        return _call("list statuses", lambda: any(
+            s.name == context for s in self._project(repo).commits.get(sha, lazy=True).statuses.list(
+                iterator=True, all=True)))
+
     def create_deployment(self, repo: str, environment: str, sha: str, ref: str, description: str) -> str:
         # GitLab deployments carry no description; the environment and SHA say what it is.
         deployment = _call("create deployment", lambda: self._project(repo).deployments.create(

@@ -1,0 +1,86 @@
+"""Missed webhooks: `gitops-bot reconcile` finds pull requests without a diff and environments behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rq.registry import ScheduledJobRegistry
+
+from bot.environments import EnvRef, Environments
+from bot.reconcile import schedule
+from tests.fakes.github_api import FakeGitHub
+from tests.fakes.kube_api import FakeKubeAPI
+from tests.harness import BASE_FILES, HEAD_CHANGES, ROOT, Bot, PullRequestScenario, bot_env
+
+REPO, SECRET = "acme/infra", "reconcile-secret"
+CONFIG = ".gitops.yaml"
+
+
+@pytest.fixture
+def setup(tmp_path: Path, remote, redis_server, redis):
+    with FakeGitHub(bot_login="gitops-bot") as github, FakeKubeAPI() as kube:
+        kubeconfig = kube.kubeconfig(str(tmp_path / "kubeconfig"))
+        config = f'repos: ["acme/*"]\nclusters:\n  staging: {{kubeconfig: {kubeconfig}, context: {kube.context}}}\n'
+        bot = Bot(bot_env(tmp_path, redis_server.url, config, GITHUB_WEBHOOK_SECRET=SECRET,
+                          GITHUB_TOKEN="ghp_reconcileTOKEN01234567", GITHUB_API_URL=github.url))
+        yield bot, github, kube, remote
+        bot.stop()
+
+
+def reconcile(bot: Bot) -> str:
+    result = subprocess.run([sys.executable, "-m", "bot", "reconcile"], cwd=ROOT, env=bot.env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_a_dropped_pull_request_webhook_is_caught_up(setup):
+    bot, github, _, remote = setup
+    seen = PullRequestScenario(remote, github, bot, REPO, SECRET, number=1)
+    seen.deliver(seen.event("opened", seen.push_head(HEAD_CHANGES)))  # makes the repository known
+    bot.work()
+
+    dropped = PullRequestScenario(remote, github, bot, REPO, SECRET, number=2)
+    head = dropped.push_head({"apps/extra.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\n"})
+    assert dropped.comments() == []  # its webhook never arrived
+
+    assert reconcile(bot) == f"diff queued: {REPO}#2 at {head[:7]}\n"
+    bot.work()
+    (comment,) = dropped.comments()
+    assert "<code>+ ConfigMap extra</code>" in comment["body"]
+    assert len(seen.comments()) == 1
+    assert reconcile(bot) == "nothing missed\n"
+
+
+def test_an_environment_behind_its_branch_is_deployed_unless_locked(setup, redis):
+    bot, github, kube, remote = setup
+    files = {CONFIG: "environments:\n  staging: {branch: main, path: apps, cluster: staging, namespace: shop}\n",
+             "apps/namespace.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n", **BASE_FILES}
+    pr = PullRequestScenario(remote, github, bot, REPO, SECRET, number=1)
+    pr.deliver(pr.event("opened", pr.push_head(HEAD_CHANGES)))  # makes the repository known
+    bot.work()
+    head = remote.commit("main", files, "a push whose webhook was lost")
+
+    env = EnvRef("github", REPO, "staging")
+    Environments(redis, "gitops-bot").lock(env, "alice", "freeze")
+    assert "deploy queued" not in reconcile(bot)
+    Environments(redis, "gitops-bot").unlock(env)
+
+    assert f"deploy queued: {REPO} staging at {head[:7]}" in reconcile(bot)
+    bot.work()
+    assert kube.get("apps", "Deployment", "shop", "web") is not None
+    assert Environments(redis, "gitops-bot").deployed(env).sha == head
+    assert "deploy queued" not in reconcile(bot)
+
+
+def test_one_periodic_run_is_scheduled_however_many_workers_start(redis):
+    from bot.queue import Store
+
+    store = Store(redis, "gitops-bot")
+    assert schedule(store, 600) is True
+    assert schedule(store, 600) is False
+    assert ScheduledJobRegistry(queue=store.queue("diff")).count == 1
+    assert schedule(store, 0) is False  # turned off
