@@ -24,7 +24,27 @@ class WebhookError(Exception):
 
 
 class TransientForgeError(Exception):
-    """The forge failed in a way worth retrying (5xx, rate limit, connection)."""
+    """The forge failed in a way worth retrying (5xx, rate limit, connection).
+
+    `retry_after` is the forge's own word on when to try again, in seconds, when it gave one.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after(headers: Mapping[str, str] | None, now: float) -> float | None:
+    """Seconds to wait, from `Retry-After` or, with no requests left, `X-RateLimit-Reset`."""
+    lower = {k.lower(): v for k, v in (headers or {}).items()}
+    try:
+        if "retry-after" in lower:
+            return max(float(lower["retry-after"]), 0.0)
+        if lower.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in lower:
+            return max(float(lower["x-ratelimit-reset"]) - now, 0.0)
+    except ValueError:
+        pass  # an HTTP date or garbage: fall back to the job's own back-off
+    return None
 
 
 @dataclass(frozen=True)

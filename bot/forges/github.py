@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -15,7 +16,7 @@ from github import Auth, Github, GithubException, GithubIntegration
 
 from bot.events import CommentEvent, Event, Ping, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
 from bot.forges.base import (Comment, DeployState, Delivery, PullState, Reaction, StatusState, TransientForgeError,
-                             WebhookError, constant_time_equal, field, parse_json_object)
+                             WebhookError, constant_time_equal, field, parse_json_object, retry_after)
 
 FORGE = "github"
 COMMENT_LIMIT = 65_536
@@ -134,8 +135,9 @@ def _call(what: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
     except GithubException as err:
-        if err.status >= 500 or err.status in (403, 429) and "rate limit" in str(err.data).lower():
-            raise TransientForgeError(f"GitHub answered {err.status} to {what}") from None
+        wait = retry_after(err.headers, time.time())
+        if err.status >= 500 or err.status in (403, 429) and (wait is not None or "rate limit" in str(err.data).lower()):
+            raise TransientForgeError(f"GitHub answered {err.status} to {what}", wait) from None
         raise
     except requests.exceptions.RetryError:
         raise TransientForgeError(f"GitHub kept failing {what}, after retries") from None

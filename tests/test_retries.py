@@ -1,0 +1,51 @@
+"""A failing forge call retries the job when the forge says, or with the usual back-off."""
+
+from __future__ import annotations
+
+import time
+
+from rq import Retry, SimpleWorker
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+
+from bot.forges.base import TransientForgeError, retry_after
+from bot.queue import Store
+from bot.retries import honour_retry_after
+
+
+@honour_retry_after
+def rate_limited(wait: float | None) -> None:
+    raise TransientForgeError("GitHub answered 429 to create comment", wait)
+
+
+def run_once(redis, wait: float | None, retries: int = 3):
+    queue = Store(redis, "retries").queue("diff")
+    job = queue.enqueue(rate_limited, wait, retry=Retry(max=retries, interval=[5, 30, 120]) if retries else None)
+    SimpleWorker([queue], connection=redis).work(burst=True, with_scheduler=False)
+    return queue, job
+
+
+def scheduled_in(queue, job) -> float:
+    return ScheduledJobRegistry(queue=queue).get_scheduled_time(job).timestamp() - time.time()
+
+
+def test_the_retry_waits_as_long_as_the_forge_said(redis):
+    queue, job = run_once(redis, 42.3)
+    assert 41 < scheduled_in(queue, job) <= 43.5
+
+
+def test_without_a_word_from_the_forge_the_usual_back_off_applies(redis):
+    queue, job = run_once(redis, None)
+    assert 3 < scheduled_in(queue, job) <= 5.5
+
+
+def test_with_no_retries_left_the_failure_is_visible(redis):
+    queue, job = run_once(redis, 10, retries=0)
+    assert job.id in FailedJobRegistry(queue=queue).get_job_ids()
+
+
+def test_reading_the_forges_headers():
+    assert retry_after({"Retry-After": "17"}, now=1000) == 17
+    assert retry_after({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1060"}, now=1000) == 60
+    assert retry_after({"X-RateLimit-Remaining": "12", "X-RateLimit-Reset": "1060"}, now=1000) is None
+    assert retry_after({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, now=1000) is None
+    assert retry_after(None, now=1000) is None
