@@ -8,15 +8,20 @@ Queue depths are read from Redis at scrape time.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
+
+from bot.forges.base import TransientForgeError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 WEBHOOKS = Counter("gitops_bot_webhooks_total", "Webhook deliveries by forge, event and outcome",
                    ["forge", "event", "outcome"])
@@ -98,6 +103,31 @@ class FleetCollector(Collector):
         for key, value in values.items():
             family.add_metric(list(key), value)
         return family
+
+
+def measured(kind: str) -> Callable[[F], F]:
+    """Time a job into the fleet metrics, and note the rate-limit headroom of each forge it used."""
+
+    def wrap(job_function: F) -> F:
+        @functools.wraps(job_function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            from bot import runtime  # jobs import this module; the runtime imports the jobs' needs
+
+            rt = runtime.current()
+            fleet = FleetMetrics(rt.store.redis, rt.store.prefix)
+            try:
+                with fleet.job(kind):
+                    return job_function(*args, **kwargs)
+            except TransientForgeError as err:
+                fleet.forge_error(err.forge, "transient")
+                raise
+            finally:
+                for name, forge in rt.forges().items():
+                    remaining = forge.rate_limit_remaining()
+                    if remaining is not None:
+                        fleet.rate_limit(name, remaining)
+        return run  # type: ignore[return-value]
+    return wrap
 
 
 def exposition(fleet: FleetCollector) -> bytes:

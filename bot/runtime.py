@@ -35,6 +35,10 @@ class Runtime:
             self._forges[name] = make_forge(name, self.settings)
         return self._forges[name]
 
+    def forges(self) -> dict[str, Forge]:
+        """The forge clients this process has made so far."""
+        return dict(self._forges)
+
     @cached_property
     def mirrors(self) -> Mirrors:
         return Mirrors(self.settings.data_dir)

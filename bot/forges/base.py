@@ -29,9 +29,9 @@ class TransientForgeError(Exception):
     `retry_after` is the forge's own word on when to try again, in seconds, when it gave one.
     """
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    def __init__(self, message: str, retry_after: float | None = None, forge: str = ""):
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after, self.forge = retry_after, forge
 
 
 def retry_after(headers: Mapping[str, str] | None, now: float) -> float | None:
@@ -99,6 +99,8 @@ class Forge(Protocol):
     def pull_state(self, repo: str, number: int) -> PullState: ...
     def merge(self, repo: str, number: int, sha: str, message: str) -> str:
         """Merge the pull request at `sha` (refused if the head moved); the merge commit's SHA."""
+    def rate_limit_remaining(self) -> int | None:
+        """Requests left in the current rate-limit window, when the forge has said."""
     def open_pulls(self, repo: Repo) -> list[PullRequest]:
         """The repository's open pull requests, at their current heads."""
     def has_status(self, repo: str, sha: str, context: str) -> bool:

@@ -56,7 +56,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes, secret: str | None) -
 
 def parse_event(name: str, payload: dict[str, Any]) -> Event:
     if name == "ping":
-        return Ping(_repo(payload) if "repository" in payload else None, str(payload.get("zen", "")))
+        zen = payload.get("zen")
+        return Ping(_repo(payload) if "repository" in payload else None, zen if isinstance(zen, str) else "")
     parser = {"pull_request": _pull_request_event, "issue_comment": _comment_event,
               "push": _push_event}.get(name)
     if parser is None:
@@ -90,7 +91,8 @@ def _pull_request_event(payload: dict[str, Any]) -> Event:
     sender = field(payload, "sender.login", optional=True) or pull.author
     if action in _PULL_ACTIONS:
         return PullRequestEvent(_PULL_ACTIONS[action], pull, sender, detail=action)  # type: ignore[arg-type]
-    if action == "edited" and isinstance((payload.get("changes") or {}).get("base"), dict):
+    changes = payload.get("changes")
+    if action == "edited" and isinstance(changes, dict) and isinstance(changes.get("base"), dict):
         return PullRequestEvent("retargeted", pull, sender, detail=action)
     if action == "closed":
         if payload["pull_request"].get("merged"):
@@ -137,12 +139,12 @@ def _call(what: str, fn: Callable[[], T]) -> T:
     except GithubException as err:
         wait = retry_after(err.headers, time.time())
         if err.status >= 500 or err.status in (403, 429) and (wait is not None or "rate limit" in str(err.data).lower()):
-            raise TransientForgeError(f"GitHub answered {err.status} to {what}", wait) from None
+            raise TransientForgeError(f"GitHub answered {err.status} to {what}", wait, FORGE) from None
         raise
     except requests.exceptions.RetryError:
-        raise TransientForgeError(f"GitHub kept failing {what}, after retries") from None
+        raise TransientForgeError(f"GitHub kept failing {what}, after retries", forge=FORGE) from None
     except (ConnectionError, OSError) as err:
-        raise TransientForgeError(f"GitHub unreachable for {what}: {type(err).__name__}") from None
+        raise TransientForgeError(f"GitHub unreachable for {what}: {type(err).__name__}", forge=FORGE) from None
 
 
 class GitHubForge:
@@ -271,6 +273,16 @@ class GitHubForge:
         status = _call("merge", lambda: self._repo(repo).get_pull(number).merge(
             commit_title=message, sha=sha, merge_method="merge"))
         return status.sha
+
+    def rate_limit_remaining(self) -> int | None:
+        """The lowest headroom among this process's clients, as GitHub's last answers said."""
+        seen = []
+        for client in list(self._clients.values()):
+            try:
+                seen.append(client.rate_limiting[0])
+            except (GithubException, OSError):
+                continue
+        return min(seen) if seen else None
 
     def open_pulls(self, repo: Repo) -> list[PullRequest]:
         return _call("list pull requests", lambda: [PullRequest(

@@ -87,14 +87,14 @@ def _merge_request(payload: Mapping[str, Any], repo: Repo) -> PullRequest:
     def get(path: str, kind: type = str, optional: bool = False) -> Any:
         return field(payload, f"object_attributes.{path}", kind, optional=optional)
 
-    source = get("source", dict, optional=True) or {}
     return PullRequest(
         repo=repo, number=get("iid", int), title=get("title", optional=True) or "",
         author=field(payload, "user.username"), base_ref=get("target_branch"),
         # Merge request hooks name the target branch but rarely its commit: "" means the branch tip.
         base_sha=get("diff_refs.base_sha", optional=True) or "",
         head_ref=get("source_branch"), head_sha=get("last_commit.id"),
-        head_clone_url=source.get("git_http_url") or source.get("http_url") or repo.clone_url,
+        head_clone_url=get("source.git_http_url", optional=True) or get("source.http_url", optional=True)
+        or repo.clone_url,
         draft=bool(get("draft", bool, optional=True) or get("work_in_progress", bool, optional=True)),
         web_url=get("url", optional=True) or "")
 
@@ -152,10 +152,10 @@ def _call(what: str, fn: Callable[[], T]) -> T:
         return fn()
     except GitlabError as err:
         if err.response_code is not None and (err.response_code >= 500 or err.response_code == 429):
-            raise TransientForgeError(f"GitLab answered {err.response_code} to {what}") from None
+            raise TransientForgeError(f"GitLab answered {err.response_code} to {what}", forge=FORGE) from None
         raise
     except OSError as err:  # requests' connection, timeout and chunked-encoding errors are OSErrors
-        raise TransientForgeError(f"GitLab unreachable for {what}: {type(err).__name__}") from None
+        raise TransientForgeError(f"GitLab unreachable for {what}: {type(err).__name__}", forge=FORGE) from None
 
 
 def _refused(err: GitlabError, words: str) -> bool:
@@ -275,6 +275,9 @@ class GitLabForge:
         merged = _call("merge", lambda: self._mr(repo, number).merge(merge_commit_message=message, sha=sha))
         # A fast-forward merge makes no merge commit: the head itself lands on the target branch.
         return merged.get("merge_commit_sha") or merged["sha"]
+
+    def rate_limit_remaining(self) -> int | None:
+        return None  # python-gitlab obeys GitLab's rate limits itself and does not expose the headroom
 
     def open_pulls(self, repo: Repo) -> list[PullRequest]:
         # The listing names no base commit: an empty base_sha makes the diff take the target's tip.
