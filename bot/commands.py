@@ -8,18 +8,29 @@ from dataclasses import dataclass
 
 from bot.config import PERMISSION_LEVELS, Environment
 
-KNOWN = ("diff", "deploy", "rollback", "lock", "unlock", "status", "help")
 GUARDED = ("deploy", "rollback", "lock", "unlock")
 """Commands that need the environment's `deployers` level; the rest are for anyone."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    args: str
+    does: str
+    least: int = 0
+    most: int | None = 0
+    """How many arguments it takes; None: any number."""
+
+
 USAGE = {
-    "diff": "recompute the diff comment now",
-    "deploy": "[ENV]: check the requirements, merge, and report the deploy",
-    "rollback": "ENV [SHA]: restore ENV's path as it was at SHA (default: the previous deploy)",
-    "lock": "ENV [reason]: hold deploys of ENV",
-    "unlock": "ENV: release ENV and deploy what is pending",
-    "status": "each environment's deployed commit, lock and pending commit",
-    "help": "this message",
+    "diff": Usage("", "recompute the diff comment now"),
+    "deploy": Usage("[ENV]", "check the requirements, merge, and report the deploy", 0, 1),
+    "rollback": Usage("ENV [SHA]", "restore ENV's path as it was at SHA (default: the previous deploy)", 1, 2),
+    "lock": Usage("ENV [reason]", "hold deploys of ENV", 1, None),
+    "unlock": Usage("ENV", "release ENV and deploy what is pending", 1, 1),
+    "status": Usage("", "each environment's deployed commit, lock and pending commit"),
+    "help": Usage("", "this message"),
 }
+KNOWN = tuple(USAGE)
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
@@ -36,6 +47,20 @@ class Command:
     @property
     def known(self) -> bool:
         return self.name in KNOWN
+
+    def problem(self, prefix: str = "/") -> str | None:
+        """Why a known command cannot run as written: unreadable or the wrong number of arguments."""
+        if self.error:
+            return self.error
+        usage = USAGE[self.name]
+        if len(self.args) < usage.least or (usage.most is not None and len(self.args) > usage.most):
+            return f"usage: `{synopsis(self.name, prefix)}`"
+        return None
+
+
+def synopsis(name: str, prefix: str = "/") -> str:
+    """`/rollback ENV [SHA]`"""
+    return f"{prefix}{name} {USAGE[name].args}".rstrip()
 
 
 def command_lines(body: str) -> list[str]:

@@ -12,7 +12,7 @@ from kubernetes.dynamic.resource import Resource
 
 from bot.cluster import ClusterClient, ClusterError, connect
 from bot.config import Cluster, Environment
-from bot.diff import ObjectKey, cluster_scoped_kinds, group_of, identify, normalize
+from bot.diff import ObjectKey, cluster_scoped_kinds, crd_kind, group_of, identify, normalize
 from bot.gitrepo import Snapshot
 from bot.render import Manifest, render
 from bot.renderers.errors import RenderError
@@ -135,6 +135,9 @@ def stamp(doc: dict[str, Any], key: ObjectKey, inventory: Inventory) -> dict[str
     """The body to apply: normalised, marked with the inventory, and hashed."""
     body = normalize(doc, key)
     meta = body["metadata"]
+    for part in ("labels", "annotations"):
+        if not isinstance(meta.get(part) or {}, dict):
+            raise DeployError(f"{key}: metadata.{part} must be a mapping")
     if not key.namespace:
         meta.pop("namespace", None)
     meta["labels"] = {**(meta.get("labels") or {}), INVENTORY_LABEL: inventory.label}
@@ -319,19 +322,13 @@ def run(snapshot: Snapshot, env: Environment, cluster: Cluster, inventory: Inven
     return replace(result, duration=time.monotonic() - started)
 
 
-def _crd_kind(crd: dict[str, Any]) -> tuple[str, str]:
-    """The (group, kind) a CRD defines."""
-    spec = crd.get("spec") or {}
-    return str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))
-
-
 def _crd_kinds(manifests: Iterable[Manifest]) -> set[tuple[str, str]]:
-    return {_crd_kind(m.doc) for m in manifests if (group_of(m.doc["apiVersion"]), m.doc["kind"]) == CRD}
+    return {crd_kind(m.doc) for m in manifests if (group_of(m.doc["apiVersion"]), m.doc["kind"]) == CRD}
 
 
 def _not_served(cluster: ClusterClient, crd: dict[str, Any]) -> str | None:
     """Discovery can lag a moment behind `Established`; a miss makes the client discover again."""
-    group, kind = _crd_kind(crd)
+    group, kind = crd_kind(crd)
     version = next(v["name"] for v in crd["spec"]["versions"] if v.get("served", True))
     return None if cluster.resource(group, kind, version) else "its kind is not in discovery yet"
 
@@ -345,7 +342,7 @@ def _stop_if(check: Check) -> None:
 def _depends_on_new(plan_: Plan) -> set[ObjectKey]:
     created = [a for a in plan_.actions if a.op == "create"]
     namespaces = {a.key.name for a in created if (a.key.group, a.key.kind) == NAMESPACE}
-    crds = {_crd_kind(a.body) for a in created if a.body and (a.key.group, a.key.kind) == CRD}
+    crds = {crd_kind(a.body) for a in created if a.body and (a.key.group, a.key.kind) == CRD}
     return {a.key for a in created if a.key.namespace in namespaces or (a.key.group, a.key.kind) in crds}
 
 

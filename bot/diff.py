@@ -111,14 +111,21 @@ def group_of(api_version: str) -> str:
     return api_version.split("/", 1)[0] if "/" in api_version else ""
 
 
+def crd_kind(crd: dict[str, Any]) -> tuple[str, str]:
+    """The (group, kind) a CustomResourceDefinition defines; empty strings where it names none."""
+    spec = crd.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
+    names = spec.get("names")
+    return str(spec.get("group", "")), str(names.get("kind", "") if isinstance(names, dict) else "")
+
+
 def cluster_scoped_kinds(manifests: Iterable[Manifest]) -> set[tuple[str, str]]:
     """The built-in cluster-scoped kinds, plus custom kinds whose CRD says `scope: Cluster`."""
     kinds = set(CLUSTER_SCOPED)
     for m in manifests:
-        if m.doc.get("kind") == "CustomResourceDefinition":
-            spec = m.doc.get("spec") or {}
-            if isinstance(spec, dict) and spec.get("scope") == "Cluster":
-                kinds.add((str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))))
+        spec = m.doc.get("spec")
+        if m.doc.get("kind") == "CustomResourceDefinition" and isinstance(spec, dict) and spec.get("scope") == "Cluster":
+            kinds.add(crd_kind(m.doc))
     return kinds
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.commands import has_commands
 from bot.config import ServerConfig
 from bot.events import (CommentEvent, Event, Ping, PullRequestEvent, PushEvent, Repo, Unsupported, event_repo,
                         to_plain)
@@ -21,7 +22,7 @@ def plan(event: Event, server: ServerConfig) -> Plan:
     if isinstance(event, PullRequestEvent):
         return _pull_request(event)
     if isinstance(event, CommentEvent):
-        return Plan(ignored="comments are not acted on by this version")
+        return _comment(event, server.command_prefix)
     if isinstance(event, PushEvent):
         return _push(event)
     return Plan(ignored=f"{type(event).__name__} is not acted on")
@@ -47,6 +48,23 @@ def diff_job(event: PullRequestEvent) -> JobSpec:
         queue="diff", func="diff_pull_request", kwargs={"pull": to_plain(pull)},
         description=f"diff {pull.repo.full_name}#{pull.number} at {pull.head_sha[:7]}",
         supersedes=pull_key(pull.repo.forge, pull.repo.full_name, pull.number), timeout=900)
+
+
+def _comment(event: CommentEvent, prefix: str) -> Plan:
+    """Only a new comment on a pull request, by a person, with a command in it, costs a job."""
+    if event.action != "created":
+        return Plan(ignored=f"comment {event.action}: only new comments are read for commands")
+    if not event.on_pull_request:
+        return Plan(ignored="comment on an issue, not a pull request")
+    if event.author_is_bot:
+        return Plan(ignored=f"comment by the bot {event.author}")
+    if not has_commands(event.body, prefix):
+        return Plan(ignored="comment has no command")
+    return Plan(jobs=[JobSpec(
+        queue="commands", func="run_commands",
+        kwargs={"repo": to_plain(event.repo), "number": event.number, "comment_id": event.comment_id,
+                "body": event.body, "author": event.author},
+        description=f"commands in {event.repo.full_name}#{event.number} by {event.author}")])
 
 
 def _push(event: PushEvent) -> Plan:

@@ -7,8 +7,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bot import deploy, deploy_report, runtime
+from bot import deploy, deploy_report, runtime, slash
 from bot.comments import sync_comments
+from bot.metrics import FleetMetrics, measured
+from bot.retries import honour_retry_after
 from bot.config import ConfigError, Environment
 from bot.diff import DiffReport
 from bot.environments import EnvRef, Environments, Lease, Record
@@ -22,6 +24,8 @@ from bot.report import markdown, marker, status_description
 log = logging.getLogger("gitops_bot.jobs")
 
 
+@measured("diff")
+@honour_retry_after
 def diff_pull_request(pull: dict[str, Any], generation: str | None = None) -> dict[str, Any]:
     """Render a pull request's base and head, and bring its diff comment and status up to date."""
     rt = runtime.current()
@@ -72,6 +76,13 @@ def build_report(rt: runtime.Runtime, forge: Forge, pr: PullRequest) -> DiffRepo
         clusters=set(rt.server.clusters), timeout=rt.server.render_timeout)
 
 
+@measured("commands")
+@honour_retry_after
+def run_commands(repo: dict[str, Any], number: int, comment_id: int, body: str, author: str) -> dict[str, Any]:
+    """Run the slash commands of a new pull request comment, and answer it."""
+    return slash.run(runtime.current(), slash.Request(repo_from_plain(repo), number, comment_id, body, author))
+
+
 # -- deploy -----------------------------------------------------------------------------------------
 
 LOCK_WAIT = 300.0
@@ -93,6 +104,8 @@ class Target:
         return EnvRef(self.repo.forge, self.repo.full_name, self.env.name)
 
 
+@measured("deploy")
+@honour_retry_after
 def deploy_push(repo: dict[str, Any], branch: str, sha: str, actor: str, pull: int | None = None,
                 environment: str | None = None) -> dict[str, Any]:
     """Deploy each environment of `branch` that has a cluster (or only `environment`) at `sha`.
@@ -139,6 +152,7 @@ def deploy_environment(rt: runtime.Runtime, target: Target, mirror: Mirror, forg
 def _deploy_locked(rt: runtime.Runtime, state: Environments, lease: Lease, target: Target, mirror: Mirror,
                    forge: Forge | None) -> None:
     ref, started = target.ref, time.time()
+    fleet = FleetMetrics(rt.store.redis, rt.store.prefix)
     hold = state.hold(ref)
     if hold:
         state.defer(lease, target.actor)
@@ -150,6 +164,7 @@ def _deploy_locked(rt: runtime.Runtime, state: Environments, lease: Lease, targe
     if deployed and deployed.sha != target.sha and mirror.merge_base(target.sha, deployed.sha) == target.sha:
         error = f"`{target.sha[:7]}` is older than the deployed `{deployed.sha[:7]}`"
         state.finish(lease, Record(target.sha, target.actor, started, "refused", error=error))
+        fleet.deploy(target.env.name, "refused")
         return
     deployment_id = _start_deployment(forge, target) if forge else None
     if deployment_id:
@@ -158,8 +173,9 @@ def _deploy_locked(rt: runtime.Runtime, state: Environments, lease: Lease, targe
     finished = state.finish(lease, Record(
         target.sha, target.actor, started, "failure" if result.error else "success", round(result.duration, 3),
         **result.counts, error=result.error))
+    fleet.deploy(target.env.name, "failure" if result.error else "success")
     log.info("deploy finished", extra={"environment": target.env.name, "sha": target.sha, "error": result.error,
-                                       "recorded": finished, **result.counts})
+                                       "recorded": finished, "counts": result.counts})
 
 
 def _apply_commit(rt: runtime.Runtime, state: Environments, lease: Lease, target: Target,

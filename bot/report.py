@@ -12,6 +12,10 @@ from bot.diff import Change, Counts, DiffReport, EnvironmentDiff
 OP_WORDS = {"+": "added", "~": "changed", "-": "removed"}
 PART_RESERVE = 300
 """Room kept in every part for its marker and "Part N of M" header."""
+NAME_CHARS = 300
+"""Longest name or path shown whole: every block must fit in one comment, whatever the repository holds."""
+MESSAGE_CHARS = 4_000
+"""Longest error or warning shown whole."""
 
 
 def marker(name: str) -> str:
@@ -34,6 +38,10 @@ def code(text: str) -> str:
     fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def clip(text: str, limit: int = NAME_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def short(sha: str) -> str:
@@ -62,7 +70,7 @@ def _header(report: DiffReport, name: str) -> str:
     envs = len(report.environments)
     lines = [f"### {name} diff for {code(short(report.head_sha))}", ""]
     if report.error:
-        lines += ["**The diff could not be computed.**", "", fenced(report.error, "text")]
+        lines += ["**The diff could not be computed.**", "", fenced(clip(report.error, MESSAGE_CHARS), "text")]
     elif not envs:
         lines += [f"No environment deploys from this pull request's base branch, so there is nothing to diff."]
     else:
@@ -71,14 +79,16 @@ def _header(report: DiffReport, name: str) -> str:
     return "\n".join(lines)
 
 
-def _env_header(env: EnvironmentDiff, continued: bool = False) -> str:
-    target = f" → cluster {code(env.cluster)}" if env.cluster else ""
-    title = f"#### {code(env.environment)} · {code(env.path)}{target}" + (" (continued)" if continued else "")
+def _env_header(env: EnvironmentDiff, continued: bool = False, budget: int = MESSAGE_CHARS) -> str:
+    """The environment's title, and unless `continued` its outcome, in about `budget` characters."""
+    target = f" → cluster {code(clip(env.cluster))}" if env.cluster else ""
+    title = (f"#### {code(clip(env.environment))} · {code(clip(env.path))}{target}"
+             + (" (continued)" if continued else ""))
     if continued:
         return title
     lines = [title, ""]
     if env.error:
-        lines += ["**Render failed:**", "", fenced(env.error, "text")]
+        lines += ["**Render failed:**", "", fenced(clip(env.error, min(budget, MESSAGE_CHARS)), "text")]
     elif env.unchanged_inputs:
         lines.append("No changes: nothing this environment renders from was touched.")
     elif not env.changes:
@@ -86,14 +96,23 @@ def _env_header(env: EnvironmentDiff, continued: bool = False) -> str:
     else:
         c = env.counts
         lines += ["| Added | Changed | Removed |", "|---:|---:|---:|", f"| {c.added} | {c.changed} | {c.removed} |"]
-    for warning in env.warnings:
-        lines += ["", f"> ⚠️ {warning}"]
-    return "\n".join(lines)
+    return "\n".join(lines + _warnings(env.warnings, budget))
+
+
+def _warnings(warnings: tuple[str, ...], budget: int) -> list[str]:
+    lines, used = [], 0
+    for index, warning in enumerate(warnings):
+        line = f"> ⚠️ {clip(warning, min(budget, MESSAGE_CHARS))}"
+        if used + len(line) > budget:
+            return lines + ["", f"> ⚠️ … and {len(warnings) - index} more warnings"]
+        lines += ["", line]
+        used += len(line) + 2
+    return lines
 
 
 def _details(change: Change, max_chars: int | None = None) -> str:
-    summary_line = (f"<details><summary><code>{change.op} {html.escape(str(change.key))}</code>"
-                    f" <sub>{html.escape(change.source)}</sub></summary>")
+    summary_line = (f"<details><summary><code>{change.op} {html.escape(clip(str(change.key)))}</code>"
+                    f" <sub>{html.escape(clip(change.source))}</sub></summary>")
     body = change.diff
     if max_chars is not None:
         body = _truncate(body, max_chars - len(summary_line) - 200)
@@ -115,12 +134,14 @@ def markdown_blocks(report: DiffReport, name: str, limit: int) -> list[tuple[str
     """The comment as (block, environment header to repeat if a part starts here) pairs."""
     blocks: list[tuple[str, str | None]] = [(_header(report, name), None)]
     for env in report.environments:
-        blocks.append((_env_header(env), None))
+        blocks.append((_env_header(env, budget=(limit - PART_RESERVE) // 4), None))
+        continued = _env_header(env, continued=True)
+        room = limit - PART_RESERVE - len(continued) - 200  # a part may begin with `continued`
         for change in env.changes:
             block = _details(change)
-            if len(block) > limit - PART_RESERVE - 200:
-                block = _details(change, limit - PART_RESERVE - 400)
-            blocks.append((block, _env_header(env, continued=True)))
+            if len(block) > room:
+                block = _details(change, room - 200)
+            blocks.append((block, continued))
     return blocks
 
 

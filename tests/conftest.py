@@ -100,6 +100,19 @@ class GitRemote:
         git(self.work, "push", "-q", "-f", "origin", branch)
         return git(self.work, "rev-parse", "HEAD")
 
+    def merge(self, branch: str, into: str, message: str) -> str:
+        """Merge `branch` into `into` with a merge commit, as a forge's merge button does, and push it."""
+        git(self.work, "fetch", "-q", "origin", into)
+        git(self.work, "checkout", "-q", into)
+        git(self.work, "reset", "-q", "--hard", f"origin/{into}")
+        git(self.work, "merge", "-q", "--no-ff", "-m", message, branch)
+        git(self.work, "push", "-q", "origin", into)
+        return git(self.work, "rev-parse", "HEAD")
+
+    def show(self, rev: str, path: str = "") -> str:
+        """A file at a revision of the remote, or with no path, the commit's SHA."""
+        return git(self.bare, "show", f"{rev}:{path}") if path else git(self.bare, "rev-parse", rev)
+
     def set_ref(self, ref: str, sha: str) -> None:
         """Point a ref in the remote at a commit, as GitHub keeps `refs/pull/N/head`."""
         git(self.bare, "update-ref", ref, sha)

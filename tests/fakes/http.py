@@ -47,6 +47,28 @@ class Fault:
     times: int
 
 
+@dataclass
+class Gate:
+    """Holds one matching request before it is handled, until the test opens it.
+
+    `arrived` is set while the request waits, so a test can act at that exact point of a job
+    (kill its worker, deliver a newer webhook) instead of guessing with sleeps.
+    """
+
+    method: str
+    pattern: re.Pattern[str]
+    skip: int
+    """Matching requests to let through before the one held."""
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def open(self) -> None:
+        self.released.set()
+
+
+GATE_LIMIT = 120.0
+"""Seconds a held request waits at most, so a test that forgets to open its gate still ends."""
+
 Handler = Callable[..., Reply]
 
 
@@ -62,6 +84,7 @@ class RecordingServer:
         self.lock = threading.RLock()
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._faults: list[Fault] = []
+        self._holds: list[Gate] = []
         self._httpd: ThreadingHTTPServer | None = None
 
     # -- routing ---------------------------------------------------------------------------
@@ -72,6 +95,26 @@ class RecordingServer:
         """Make the next `times` matching requests fail (reply=None drops the connection)."""
         with self.lock:
             self._faults.append(Fault(method, re.compile(pattern), reply, times))
+
+    def hold(self, method: str, pattern: str, skip: int = 0) -> Gate:
+        """Hold the next matching request (after `skip` others) until `Gate.open()`."""
+        gate = Gate(method, re.compile(pattern), skip)
+        with self.lock:
+            self._holds.append(gate)
+        return gate
+
+    def _wait_at_gate(self, request: Recorded) -> None:
+        with self.lock:
+            gate = next((g for g in self._holds if g.method in (request.method, "*")
+                         and g.pattern.search(request.path)), None)
+            if gate is None:
+                return
+            if gate.skip:
+                gate.skip -= 1
+                return
+            self._holds.remove(gate)
+        gate.arrived.set()
+        gate.released.wait(GATE_LIMIT)  # outside the lock: everything else goes on meanwhile
 
     def _fault_for(self, method: str, path: str) -> Fault | None:
         for fault in self._faults:
@@ -124,6 +167,7 @@ class RecordingServer:
                 body = self.rfile.read(length) if length else b""
                 request = Recorded(self.command, split.path, parse_qs(split.query),
                                    {k.lower(): v for k, v in self.headers.items()}, body)
+                server._wait_at_gate(request)
                 reply = server.dispatch(request)
                 if reply is None:
                     self.close_connection = True
