@@ -9,9 +9,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from bot.settings import Settings
+
+if TYPE_CHECKING:  # the commands import what they need when they run, to start fast
+    import git
+    import redis
+
+    from bot.config import ServerConfig
+    from bot.events import Repo
+    from bot.gitrepo import Mirror
+    from bot.jobs import Target
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -72,7 +72,7 @@ def _header(report: DiffReport, name: str) -> str:
     if report.error:
         lines += ["**The diff could not be computed.**", "", fenced(clip(report.error, MESSAGE_CHARS), "text")]
     elif not envs:
-        lines += [f"No environment deploys from this pull request's base branch, so there is nothing to diff."]
+        lines += ["No environment deploys from this pull request's base branch, so there is nothing to diff."]
     else:
         lines += [f"Base {code(short(report.base_sha))} → head {code(short(report.head_sha))}: "
                   f"**{summary(report.counts)}** in {envs} environment{'s' if envs != 1 else ''}."]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from bot.forges.github import signature
-from tests.conftest import GitRemote, payload
+from tests.conftest import payload
 from tests.fakes.github_api import FakeGitHub
-from tests.harness import (BASE_FILES, HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, PullRequestScenario,
+from tests.harness import (HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, PullRequestScenario,
                            bot_env)
 
 REPO = "acme/infra"

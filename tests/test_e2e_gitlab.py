@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import GitRemote, git, payload
+from tests.conftest import git, payload
 from tests.fakes.gitlab_api import FakeGitLab
-from tests.harness import BASE_FILES, HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, bot_env
+from tests.harness import HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, MergeRequestScenario, bot_env
 
 PATH = "group/sub/infra"
 WEBHOOK_TOKEN = "e2e-gitlab-webhook-token"
@@ -32,48 +31,9 @@ def bot(tmp_path: Path, redis_server, redis, gitlab):
     instance.stop()
 
 
-class MergeRequestScenario:
-    """A project in a nested group with a target branch and an MR branch, mirrored into the GitLab stand-in."""
-
-    def __init__(self, remote: GitRemote, gitlab: FakeGitLab, bot: Bot, iid: int = 7):
-        self.remote, self.gitlab, self.bot, self.iid = remote, gitlab, bot, iid
-        self.base_sha = remote.commit("main", BASE_FILES, "base")
-        gitlab.add_project(PATH, http_url_to_repo=remote.url)
-        self.deliveries = 0
-
-    def push_head(self, files: dict[str, str | None], message: str = "change") -> str:
-        sha = self.remote.commit("feature", files, message, parent="main")
-        self.remote.set_ref(f"refs/merge-requests/{self.iid}/head", sha)
-        if (PATH, self.iid) not in self.gitlab.mrs:
-            self.gitlab.add_mr(PATH, self.iid, "feature", "main", sha)
-        self.gitlab.mrs[(PATH, self.iid)]["sha"] = sha
-        return sha
-
-    def event(self, action: str, head_sha: str, **attributes: object) -> dict:
-        body = payload("gitlab/merge_request.open")
-        for project in (body["project"], body["object_attributes"]["source"], body["object_attributes"]["target"]):
-            project.update(path_with_namespace=PATH, git_http_url=self.remote.url, http_url=self.remote.url,
-                           default_branch="main", web_url=f"{self.gitlab.url}/{PATH}")
-        mr = body["object_attributes"]
-        mr.update({"action": action, "iid": self.iid, "target_branch": "main", "source_branch": "feature",
-                   **attributes})
-        mr["last_commit"]["id"] = head_sha
-        return body
-
-    def deliver(self, body: dict, delivery: str | None = None, token: str = WEBHOOK_TOKEN,
-                event: str = "Merge Request Hook"):
-        self.deliveries += 1
-        return self.bot.post("/webhooks/gitlab", json.dumps(body).encode(), {
-            "X-Gitlab-Event": event, "X-Gitlab-Event-UUID": delivery or f"uuid-{self.deliveries}",
-            "X-Gitlab-Token": token})
-
-    def notes(self) -> list[dict]:
-        return self.gitlab.notes(PATH, self.iid)
-
-
 @pytest.fixture
 def scenario(remote, gitlab, bot) -> MergeRequestScenario:
-    return MergeRequestScenario(remote, gitlab, bot)
+    return MergeRequestScenario(remote, gitlab, bot, PATH, WEBHOOK_TOKEN)
 
 
 def test_opened_merge_request_gets_one_note_and_a_status(scenario, bot, gitlab):
@@ -82,7 +42,7 @@ def test_opened_merge_request_gets_one_note_and_a_status(scenario, bot, gitlab):
     assert answer.status == 202 and len(answer.body["queued"]) == 1
     bot.work()
 
-    (note,) = scenario.notes()
+    (note,) = scenario.comments()
     body = note["body"]
     assert body.splitlines()[0] == "<!-- gitops-bot:diff:gitops-bot -->"
     assert f"`{head[:7]}`" in body
@@ -106,13 +66,13 @@ def test_a_new_push_edits_the_same_note(scenario, bot, gitlab):
     first = scenario.push_head(HEAD_CHANGES)
     scenario.deliver(scenario.event("open", first))
     bot.work()
-    (original,) = scenario.notes()
+    (original,) = scenario.comments()
 
     second = scenario.push_head({"apps/config.yaml": None}, "drop the config")
     assert scenario.deliver(scenario.event("update", second, oldrev=first)).status == 202
     bot.work()
 
-    (edited,) = scenario.notes()
+    (edited,) = scenario.comments()
     assert edited["id"] == original["id"]
     assert f"`{second[:7]}`" in edited["body"] and "**1 added, 2 changed, 1 removed**" in edited["body"]
     assert "<code>- ConfigMap settings</code>" in edited["body"]
@@ -132,7 +92,7 @@ def test_a_base_branch_that_moved_on_is_fetched_again(scenario, bot, gitlab):
     bot.work()
     mirror = bot.settings.data_dir / "mirrors" / "gitlab" / "group__sub__infra.git"
     assert git(mirror, "rev-parse", "refs/heads/main") == moved
-    (note,) = scenario.notes()
+    (note,) = scenario.comments()
     assert "**1 added, 2 changed, 0 removed**" in note["body"]  # still against the merge base
     assert bot.failed_jobs() == []
 
@@ -141,7 +101,7 @@ def test_a_target_branch_that_does_not_exist_fails_the_status_and_says_so(scenar
     head = scenario.push_head(HEAD_CHANGES)
     scenario.deliver(scenario.event("open", head, target_branch="gone"))
     bot.work()
-    (note,) = scenario.notes()
+    (note,) = scenario.comments()
     assert "refs/heads/gone could not be fetched" in note["body"] and "Traceback" not in note["body"]
     assert gitlab.statuses(PATH, head)[-1]["status"] == "failed"
 
@@ -189,7 +149,7 @@ def test_closing_cancels_pending_diffs(scenario, bot, gitlab):
     closed = scenario.deliver(scenario.event("close", head))
     assert closed.status == 200 and "cancelled" in closed.body["ignored"]
     bot.work()
-    assert scenario.notes() == [] and gitlab.statuses(PATH, head) == []
+    assert scenario.comments() == [] and gitlab.statuses(PATH, head) == []
 
 
 def test_events_the_bot_does_not_act_on_are_ignored_with_a_reason(scenario, bot):

@@ -27,7 +27,7 @@ SENTINEL = "sentinel-7f3a9c"
 
 KUSTOMIZE_ENV = ".gitops.yaml", "environments: {k: {branch: main, path: envs/k}}\n"
 BILLION_LAUGHS = "".join(
-    [f'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
+    ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
     + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)])
 
 
