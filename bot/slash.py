@@ -16,7 +16,7 @@ from bot.commands import GUARDED, USAGE, Command, authorize, parse, synopsis
 from bot.config import ConfigError, Environment, RepoConfig
 from bot.environments import HISTORY_LIMIT, EnvRef, Environments, Hold, Record, Status
 from bot.events import PullRequest, PullRequestEvent, Repo
-from bot.forges.base import Forge, PullState, Reaction, TransientForgeError
+from bot.forges.base import Forge, MergeRefused, PullState, Reaction
 from bot.gitrepo import GitError
 from bot.intake import deploy_job, diff_job
 from bot.logs import Masker
@@ -417,10 +417,8 @@ class Executor:
                 try:
                     sha = self.forge.merge(repo.full_name, number, head_sha,
                                            f"Merge #{number}: {p}deploy {env.name}, asked by @{author}")
-                except TransientForgeError:
-                    raise
-                except Exception as err:  # the forge's refusal, in its own words
-                    log.warning("merge refused", exc_info=True, extra={"pull": number, "environment": env.name})
+                except MergeRefused as err:  # the forge's refusal, in its own words
+                    log.warning("merge refused", extra={"pull": number, "environment": env.name, "error": str(err)})
                     return Outcome("failed", f"❌ The forge did not merge it: {' '.join(str(err).split())[:300]}")
                 self._queue(index, deploy_job(repo, env.branch, sha, author, pull=number))
                 return Outcome("ok", f"🚀 Merged as `{sha[:7]}`. Deploying {_names(deploys)} now; the result will "

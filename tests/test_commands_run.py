@@ -10,7 +10,7 @@ import pytest
 from bot import runtime, slash
 from bot.config import Cluster, ServerConfig
 from bot.events import Repo
-from bot.forges.base import Comment, PullState, TransientForgeError
+from bot.forges.base import Comment, MergeRefused, PullState, TransientForgeError
 from bot.queue import Store
 from bot.settings import Settings
 from tests.conftest import GitRemote
@@ -121,11 +121,11 @@ def test_a_deploy_merges_once_and_queues_the_deploy_that_replies_here(rt, repo, 
 
 def test_a_merge_the_forge_refuses_is_a_failure_in_its_words(rt, repo, forge):
     def refuse(*args: object) -> str:
-        raise RuntimeError('405 {"message": "Pull Request is not mergeable"}')
+        raise MergeRefused("GitHub answered 405: Pull Request is not mergeable")
 
     forge.merge = refuse  # type: ignore[method-assign]
     run(rt, repo, "/deploy staging")
-    assert 'The forge did not merge it: 405 {"message": "Pull Request is not mergeable"}' in forge.comments[0]
+    assert "The forge did not merge it: GitHub answered 405: Pull Request is not mergeable" in forge.comments[0]
     assert forge.reactions[-1] == "-1" and rt.store.queue("deploy").count == 0
 
 

@@ -115,3 +115,11 @@ def test_open_pulls_and_statuses_for_reconcile(forge, fake):
     forge.set_status(REPO, HEAD, "gitops-bot/diff", "pending", "rendering")
     assert forge.has_status(REPO, HEAD, "gitops-bot/diff")
     assert not forge.has_status(REPO, HEAD, "other-bot/diff")
+
+
+def test_a_refused_merge_says_why_in_forge_neutral_terms(forge, fake):
+    from bot.forges.base import MergeRefused
+
+    fake.pulls[REPO, 7]["mergeable"] = False
+    with pytest.raises(MergeRefused, match="GitHub answered 405: Pull Request is not mergeable"):
+        forge.merge(REPO, 7, HEAD, "merge it")

@@ -6,7 +6,7 @@ import gitlab
 import pytest
 
 from bot.events import Repo
-from bot.forges.base import PullState, TransientForgeError
+from bot.forges.base import MergeRefused, PullState, TransientForgeError
 from bot.forges.gitlab import GitLabForge
 from tests.fakes.gitlab_api import DEVELOPER, GUEST, MAINTAINER, OWNER, PLANNER, REPORTER, FakeGitLab
 from tests.fakes.http import Reply
@@ -169,9 +169,8 @@ def test_merge_at_the_expected_head(forge, fake):
 
 
 def test_merge_refuses_a_moved_head(forge, fake):
-    with pytest.raises(gitlab.GitlabMRClosedError) as err:
+    with pytest.raises(MergeRefused, match="GitLab answered 409"):
         forge.merge(PATH, 7, "1" * 40, "Deploy !7")
-    assert err.value.response_code == 409
     assert fake.mrs[(PATH, 7)]["state"] == "opened"
 
 

@@ -34,6 +34,10 @@ class TransientForgeError(Exception):
         self.retry_after, self.forge = retry_after, forge
 
 
+class MergeRefused(Exception):
+    """The forge would not merge: not mergeable, the head moved, a draft, protected rules."""
+
+
 def retry_after(headers: Mapping[str, str] | None, now: float) -> float | None:
     """Seconds to wait, from `Retry-After` or, with no requests left, `X-RateLimit-Reset`."""
     lower = {k.lower(): v for k, v in (headers or {}).items()}

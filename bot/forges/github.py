@@ -15,7 +15,7 @@ import requests
 from github import Auth, Github, GithubException, GithubIntegration
 
 from bot.events import CommentEvent, Event, Ping, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
-from bot.forges.base import (Comment, DeployState, Delivery, PullState, Reaction, StatusState, TransientForgeError,
+from bot.forges.base import (Comment, DeployState, Delivery, MergeRefused, PullState, Reaction, StatusState, TransientForgeError,
                              WebhookError, constant_time_equal, field, parse_json_object, retry_after)
 
 FORGE = "github"
@@ -270,8 +270,12 @@ class GitHubForge:
         return _call("read pull request", read)
 
     def merge(self, repo: str, number: int, sha: str, message: str) -> str:
-        status = _call("merge", lambda: self._repo(repo).get_pull(number).merge(
-            commit_title=message, sha=sha, merge_method="merge"))
+        try:
+            status = _call("merge", lambda: self._repo(repo).get_pull(number).merge(
+                commit_title=message, sha=sha, merge_method="merge"))
+        except GithubException as err:  # 405 not mergeable, 409 head moved, 422 rules
+            reason = err.data.get("message") if isinstance(err.data, dict) else None
+            raise MergeRefused(f"GitHub answered {err.status}: {reason or 'refused'}") from None
         return status.sha
 
     def rate_limit_remaining(self) -> int | None:

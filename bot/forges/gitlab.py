@@ -11,7 +11,7 @@ from gitlab.exceptions import GitlabError
 from gitlab.v4.objects import CurrentUserManager
 
 from bot.events import CommentEvent, Event, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
-from bot.forges.base import (Comment, DeployState, Delivery, PullState, Reaction, StatusState, TransientForgeError,
+from bot.forges.base import (Comment, DeployState, Delivery, MergeRefused, PullState, Reaction, StatusState, TransientForgeError,
                              WebhookError, constant_time_equal, field, parse_json_object)
 
 FORGE = "gitlab"
@@ -272,7 +272,10 @@ class GitLabForge:
         return _call("read merge request", read)
 
     def merge(self, repo: str, number: int, sha: str, message: str) -> str:
-        merged = _call("merge", lambda: self._mr(repo, number).merge(merge_commit_message=message, sha=sha))
+        try:
+            merged = _call("merge", lambda: self._mr(repo, number).merge(merge_commit_message=message, sha=sha))
+        except GitlabError as err:  # 405/406 not mergeable, 409 head moved, 401/403 rules
+            raise MergeRefused(f"GitLab answered {err.response_code}: {err.error_message or 'refused'}") from None
         # A fast-forward merge makes no merge commit: the head itself lands on the target branch.
         return merged.get("merge_commit_sha") or merged["sha"]
 
