@@ -123,13 +123,13 @@ def level_at_least(held: str, needed: str) -> bool:
     return order.get(held, 0) >= order.get(needed, len(order))
 
 
-def authorize(command: str, environment: Environment | None, held: str) -> Decision:
+def authorize(command: str, environment: Environment | None, held: str, prefix: str = "/") -> Decision:
     """May someone holding `held` run `command` on `environment`? The reason names both levels."""
     if command not in GUARDED:
-        return Decision(True, f"/{command} is open to anyone who can comment")
+        return Decision(True, f"{prefix}{command} is open to anyone who can comment")
     if environment is None:
-        return Decision(False, f"/{command} needs an environment")
+        return Decision(False, f"{prefix}{command} needs an environment")
     needed = environment.deployers
     if level_at_least(held, needed):
-        return Decision(True, f"/{command} on {environment.name} needs {needed}; you have {held}")
-    return Decision(False, f"/{command} on {environment.name} needs {needed} permission; you have {held}")
+        return Decision(True, f"{prefix}{command} on {environment.name} needs {needed}; you have {held}")
+    return Decision(False, f"{prefix}{command} on {environment.name} needs {needed} permission; you have {held}")

@@ -115,24 +115,24 @@ def decide(command: Command, facts: Facts) -> Verdict:
     if problem:
         return _answer("invalid", f"I could not read this: {problem}.")
     if command.name == "help":
-        return _open(command, Outcome("ok", help_text(facts)))
+        return _open(command, facts, Outcome("ok", help_text(facts)))
     pull = facts.pull
     assert pull is not None  # read for every known command
     if command.name == "diff":
         if pull.state != "open":
             return _answer("refused", f"This pull request is {pull.state}: there is no diff to recompute.")
-        return _open(command, Recompute(pull.base_ref, pull.head_sha))
+        return _open(command, facts, Recompute(pull.base_ref, pull.head_sha))
     if facts.config is None:
         return _answer("failed", f"The repo config on `{pull.base_ref}` could not be read: {facts.config_error}")
     if command.name == "status":
-        return _open(command, Outcome("ok", status_table(facts.config, facts.envs)))
+        return _open(command, facts, Outcome("ok", status_table(facts.config, facts.envs)))
     if command.name == "deploy":
         return _deploy(command, facts, facts.config, pull)
     return _on_environment(command, facts, facts.config)
 
 
-def _open(command: Command, then: Outcome | Action) -> Verdict:
-    return Verdict(authorize(command.name, None, "none").reason, then)
+def _open(command: Command, facts: Facts, then: Outcome | Action) -> Verdict:
+    return Verdict(authorize(command.name, None, "none", facts.prefix).reason, then)
 
 
 def _on_environment(command: Command, facts: Facts, config: RepoConfig) -> Verdict:
@@ -143,7 +143,7 @@ def _on_environment(command: Command, facts: Facts, config: RepoConfig) -> Verdi
     refusal = _guard(command.name, env, facts)
     if refusal:
         return refusal
-    reason = authorize(command.name, env, facts.held or "none").reason
+    reason = authorize(command.name, env, facts.held or "none", facts.prefix).reason
     state = facts.envs[env.name]
     if command.name == "lock":
         return Verdict(reason, Lock(env, " ".join(command.args[1:]), state.status.hold))
@@ -160,7 +160,7 @@ def _answer(result: Result, text: str) -> Verdict:
 
 def _guard(command: str, env: Environment, facts: Facts) -> Verdict | None:
     """Why a guarded command may not run on `env`, if it may not: the permission, then a cluster."""
-    decision = authorize(command, env, facts.held or "none")
+    decision = authorize(command, env, facts.held or "none", facts.prefix)
     if not decision.allowed:
         return _answer("refused", f"{decision.reason}.")
     if not env.cluster:
@@ -205,7 +205,7 @@ def _deploy(command: Command, facts: Facts, config: RepoConfig, pull: PullState)
     unmet = [why for need in dict.fromkeys(r for e in deploys for r in e.require) if (why := _unmet(need, pull))]
     if unmet:
         return _answer("refused", f"Not merged: {'; '.join(unmet)}.")
-    return Verdict(authorize("deploy", env, facts.held or "none").reason,
+    return Verdict(authorize("deploy", env, facts.held or "none", facts.prefix).reason,
                    Merge(env, pull.head_sha, tuple(e.name for e in deploys)))
 
 

@@ -95,3 +95,7 @@ def test_open_commands(command, held):
 def test_guarded_command_without_environment_is_refused():
     decision = authorize("deploy", None, "admin")
     assert not decision.allowed and "needs an environment" in decision.reason
+
+
+def test_reasons_speak_the_configured_prefix():
+    assert authorize("deploy", STAGING, "read", prefix="!").reason == "!deploy on staging needs write permission; you have read"
