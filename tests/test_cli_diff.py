@@ -112,3 +112,18 @@ def test_broken_yaml_exits_2_and_names_the_file(remote, repo):
 def test_not_a_repository_exits_2(tmp_path):
     result = gitops_bot(tmp_path / "nowhere", "main")
     assert result.returncode == 2 and "is not in a git repository" in result.stderr
+
+
+def test_the_bots_own_kubernetes_manifests_render(remote: GitRemote):
+    """The bot can deploy itself: its kustomization in config/kubernetes renders through its own diff."""
+    manifests = Path(__file__).resolve().parents[1] / "config" / "kubernetes"
+    files = {f"deploy/{p.name}": p.read_text() for p in manifests.iterdir() if p.is_file()}
+    remote.commit("main", {".gitops.yaml": "environments:\n  self: {branch: main, path: deploy}\n"})
+    remote.commit("main", files)
+    result = gitops_bot(remote.work, "--format", "json", "HEAD~1", "HEAD")
+    assert result.returncode == 1, result.stderr
+    added = {(c["kind"], c["namespace"], c["name"]) for c in json.loads(result.stdout)["environments"][0]["changes"]}
+    assert {("Namespace", "", "gitops-bot"), ("Deployment", "gitops-bot", "gitops-bot-web"),
+            ("Deployment", "gitops-bot", "gitops-bot-worker"), ("StatefulSet", "gitops-bot", "redis"),
+            ("Service", "gitops-bot", "gitops-bot")} <= added
+    assert not any(kind == "Secret" for kind, _, _ in added)  # secrets are referenced, never embedded

@@ -96,6 +96,11 @@ class RecordingServer:
         with self.lock:
             self._faults.append(Fault(method, re.compile(pattern), reply, times))
 
+    def clear_faults(self) -> None:
+        """The server recovers: faults not yet used up are forgotten."""
+        with self.lock:
+            self._faults.clear()
+
     def hold(self, method: str, pattern: str, skip: int = 0) -> Gate:
         """Hold the next matching request (after `skip` others) until `Gate.open()`."""
         gate = Gate(method, re.compile(pattern), skip)
