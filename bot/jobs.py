@@ -24,6 +24,10 @@ from bot.report import markdown, marker, status_description
 log = logging.getLogger("gitops_bot.jobs")
 
 
+POST_LOCK_SECONDS = 300
+"""Longest a diff job may hold a pull request's comment; a dead worker's hold expires after it."""
+
+
 @measured("diff")
 @honour_retry_after
 def diff_pull_request(pull: dict[str, Any], generation: str | None = None) -> dict[str, Any]:
@@ -42,10 +46,15 @@ def diff_pull_request(pull: dict[str, Any], generation: str | None = None) -> di
     forge = rt.forge(pr.repo.forge)
     forge.set_status(pr.repo.full_name, pr.head_sha, context, "pending", "rendering manifests")
     report = build_report(rt, forge, pr)
-    if superseded():  # a newer head is queued: its job owns the comment now
-        return {"superseded": True}
     bodies = markdown(report, rt.settings.name, forge.comment_limit)
-    sync_comments(forge, pr.repo.full_name, pr.number, marker(rt.settings.name), bodies)
+    # One job at a time edits a pull request's comment, so two workers never both create it, and
+    # whichever posts second checks again that it is still the newest.
+    with rt.store.redis.lock(f"{rt.store.prefix}:{key}:comment", timeout=POST_LOCK_SECONDS,
+                             blocking_timeout=POST_LOCK_SECONDS):
+        if superseded():  # a newer head is queued: its job owns the comment now
+            forge.set_status(pr.repo.full_name, pr.head_sha, context, "error", "superseded by a newer push")
+            return {"superseded": True}
+        sync_comments(forge, pr.repo.full_name, pr.number, marker(rt.settings.name), bodies)
     state: StatusState = "failure" if report.failed else "success"
     forge.set_status(pr.repo.full_name, pr.head_sha, context, state, status_description(report))
     counts = report.counts

@@ -100,7 +100,8 @@ def _env_header(env: EnvironmentDiff, continued: bool = False, budget: int = MES
 
 
 def _warnings(warnings: tuple[str, ...], budget: int) -> list[str]:
-    lines, used = [], 0
+    lines: list[str] = []
+    used = 0
     for index, warning in enumerate(warnings):
         line = f"> ⚠️ {clip(warning, min(budget, MESSAGE_CHARS))}"
         if used + len(line) > budget:

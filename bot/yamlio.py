@@ -62,6 +62,10 @@ def parse_documents(data: bytes, source: str, limits: Limits = DEFAULT_LIMITS,
                           source) from None
     except RecursionError:
         raise RenderError(f"nested deeper than {limits.max_depth} levels", source) from None
+    except (LookupError, AttributeError, TypeError):
+        # How PyYAML's constructors fail on a value that does not fit its explicit tag (`!!bool maybe`).
+        raise RenderError("invalid YAML: a value does not fit its tag (such as !!bool or !!timestamp)",
+                          source) from None
     if not shallow or "&" in text:  # without anchors there are no aliases to expand
         check_bounds(docs, source, limits)
     return docs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import re
@@ -50,6 +51,7 @@ class Bot:
 
     def __post_init__(self) -> None:
         self._workers: dict[int, tuple[subprocess.Popen, Path]] = {}
+        self._spawned = itertools.count()
         self.settings = Settings.from_env(self.env)
         self.redis = redis.Redis.from_url(self.env["REDIS_URL"])
         self.store = Store(self.redis, self.settings.name)
@@ -94,7 +96,7 @@ class Bot:
 
         Its output goes to a file (a full pipe would stall it) and joins `logs` when it is stopped.
         """
-        log = self.settings.data_dir.parent / f"worker-{len(self._workers)}.log"
+        log = self.settings.data_dir.parent / f"worker-{next(self._spawned)}.log"
         with open(log, "w") as out:
             proc = subprocess.Popen([sys.executable, "-m", "bot", "worker", *(["--burst"] if burst else [])],
                                     cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
@@ -128,7 +130,7 @@ class Bot:
         ids, deadline = list(job_ids), time.monotonic() + timeout
         while True:
             jobs = Job.fetch_many(ids, connection=self.redis)
-            pending = [i for i, j in zip(ids, jobs) if j is None or j.get_status() not in statuses]
+            pending = [i for i, j in zip(ids, jobs) if j is None or j.get_status(refresh=False) not in statuses]
             if not pending:
                 return jobs
             assert time.monotonic() < deadline, f"jobs not done after {timeout} s: {pending[:5]}"

@@ -132,6 +132,18 @@ def _private_key(value: str) -> str:
     return value if "-----BEGIN" in value else Path(value).read_text()
 
 
+class _Retry(github.GithubRetry):
+    """PyGithub's retries of 5xx answers and dropped connections, but never a wait the forge asks for
+    (Retry-After, a rate-limit reset): urllib3 would sleep it out in the worker, for as long as the
+    forge says. The answer becomes an error with its headers, and the job queue waits instead."""
+
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> Any:
+        if response is not None and retry_after(response.headers, time.time()) is not None:
+            raise GithubException(response.status, None, dict(response.headers))
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
 def _call(what: str, fn: Callable[[], T]) -> T:
     """Run one API call; 5xx and rate limits become retryable, and no token reaches the message."""
     try:
@@ -168,7 +180,7 @@ class GitHubForge:
     def _github(self, auth: Auth.Auth) -> Github:
         # PyGithub paces requests by default; the bot makes few, and a comment should land at once.
         return Github(base_url=self.api_url, auth=auth, lazy=True, seconds_between_requests=None,
-                      seconds_between_writes=None, retry=github.GithubRetry(total=3, backoff_factor=0.5))
+                      seconds_between_writes=None, retry=_Retry(total=3, backoff_factor=0.5))
 
     def _auth(self, repo: str) -> Auth.Auth:
         """The token, or the App installation's auth for `repo`'s owner (it refreshes itself)."""
