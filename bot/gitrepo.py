@@ -66,7 +66,12 @@ class Snapshot(Protocol):
     def read_many(self, paths: Iterable[str], max_bytes: int | None = None) -> dict[str, bytes]:
         """Files' bytes by path; one larger than `max_bytes` raises RenderError before it is read."""
 
-    def read_optional(self, path: str) -> bytes | None: ...
+    def read_optional(self, path: str) -> bytes | None:
+        try:
+            return self.read(path)
+        except FileNotFoundError:
+            return None
+
     def export(self, dest: Path) -> Path:
         """Write the whole tree below `dest` for renderers that need files on disk."""
 
@@ -267,7 +272,7 @@ def _write_and_close(pipe: IO[bytes], data: bytes) -> None:
         pass
 
 
-class CommitSnapshot:
+class CommitSnapshot(Snapshot):
     """A commit's tree, read straight from the object database: no working copy."""
 
     def __init__(self, mirror: Mirror, sha: str):
@@ -322,12 +327,6 @@ class CommitSnapshot:
                 raise FileNotFoundError(path)
         return dict(zip(paths, self.mirror.read_blobs([(p, entries[p].blob) for p in paths], max_bytes)))
 
-    def read_optional(self, path: str) -> bytes | None:
-        try:
-            return self.read(path)
-        except FileNotFoundError:
-            return None
-
     def export(self, dest: Path) -> Path:
         archive = subprocess.run(["git", "archive", "--format=tar", self.sha], cwd=self.mirror.path,
                                  capture_output=True, check=True).stdout
@@ -341,7 +340,7 @@ class CommitSnapshot:
         return dest
 
 
-class WorkTreeSnapshot:
+class WorkTreeSnapshot(Snapshot):
     """A directory on disk, as `gitops-bot diff` sees an uncommitted working tree.
 
     With `repo`, its files are those `git add --all` would commit: ignored files are left out,
@@ -419,12 +418,6 @@ class WorkTreeSnapshot:
                 raise RenderError.too_large(size, max_bytes, path)
             contents[path] = full.read_bytes()
         return contents
-
-    def read_optional(self, path: str) -> bytes | None:
-        try:
-            return self.read(path)
-        except FileNotFoundError:
-            return None
 
     def export(self, dest: Path) -> Path:
         return self.root

@@ -189,6 +189,20 @@ data: {{password: {PASSWORD_BASE}}}
 """,
     "apps/config.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n",
 }
+def assert_first_diff(body: str, head: str) -> None:
+    """The comment a pull request from BASE_FILES to HEAD_CHANGES gets, on any forge."""
+    assert body.splitlines()[0] == "<!-- gitops-bot:diff:gitops-bot -->"
+    assert f"`{head[:7]}`" in body
+    assert "**1 added, 2 changed, 0 removed**" in body
+    assert "| 1 | 2 | 0 |" in body
+    assert "<code>+ Service web</code>" in body
+    assert "<code>~ apps/Deployment web</code>" in body
+    assert "<code>~ Secret db</code>" in body
+    assert "ConfigMap" not in body  # unchanged objects are not listed
+    assert "-  replicas: 1\n+  replicas: 3" in body
+    assert "*** (before)" in body and "*** (after)" in body
+
+
 HEAD_CHANGES = {
     "apps/web.yaml": BASE_FILES["apps/web.yaml"].replace("replicas: 1", "replicas: 3"),
     "apps/secret.yaml": BASE_FILES["apps/secret.yaml"].replace(PASSWORD_BASE, PASSWORD_HEAD),

@@ -9,12 +9,14 @@ import pytest
 from bot.forges.github import signature
 from tests.conftest import payload
 from tests.fakes.github_api import FakeGitHub
-from tests.harness import (HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, PullRequestScenario,
+from tests.harness import (HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, PullRequestScenario, assert_first_diff,
                            bot_env)
 
 REPO = "acme/infra"
 SECRET = "e2e-webhook-secret"
 TOKEN = "ghp_e2eTOKENvalue0123456789"
+
+
 @pytest.fixture
 def github():
     with FakeGitHub(bot_login="gitops-bot") as fake:
@@ -44,16 +46,7 @@ def test_opened_pull_request_gets_one_comment_and_a_status(scenario, bot, github
 
     (comment,) = scenario.comments()
     body = comment["body"]
-    assert body.splitlines()[0] == "<!-- gitops-bot:diff:gitops-bot -->"
-    assert f"`{head[:7]}`" in body
-    assert "**1 added, 2 changed, 0 removed**" in body
-    assert "| 1 | 2 | 0 |" in body
-    assert "<code>+ Service web</code>" in body
-    assert "<code>~ apps/Deployment web</code>" in body
-    assert "<code>~ Secret db</code>" in body
-    assert "ConfigMap" not in body  # unchanged objects are not listed
-    assert "-  replicas: 1\n+  replicas: 3" in body
-    assert "*** (before)" in body and "*** (after)" in body
+    assert_first_diff(body, head)
     states = [(s["context"], s["state"]) for s in github.statuses(REPO, head)]
     assert states == [("gitops-bot/diff", "pending"), ("gitops-bot/diff", "success")]
     assert github.statuses(REPO, head)[-1]["description"] == "1 added, 2 changed, 0 removed"

@@ -8,7 +8,8 @@ import pytest
 
 from tests.conftest import git, payload
 from tests.fakes.gitlab_api import FakeGitLab
-from tests.harness import HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, MergeRequestScenario, bot_env
+from tests.harness import (HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, MergeRequestScenario, assert_first_diff,
+                           bot_env)
 
 PATH = "group/sub/infra"
 WEBHOOK_TOKEN = "e2e-gitlab-webhook-token"
@@ -44,16 +45,7 @@ def test_opened_merge_request_gets_one_note_and_a_status(scenario, bot, gitlab):
 
     (note,) = scenario.comments()
     body = note["body"]
-    assert body.splitlines()[0] == "<!-- gitops-bot:diff:gitops-bot -->"
-    assert f"`{head[:7]}`" in body
-    assert "**1 added, 2 changed, 0 removed**" in body
-    assert "| 1 | 2 | 0 |" in body
-    assert "<code>+ Service web</code>" in body
-    assert "<code>~ apps/Deployment web</code>" in body
-    assert "<code>~ Secret db</code>" in body
-    assert "ConfigMap" not in body
-    assert "-  replicas: 1\n+  replicas: 3" in body
-    assert "*** (before)" in body and "*** (after)" in body
+    assert_first_diff(body, head)
     statuses = gitlab.statuses(PATH, head)
     assert [(s["name"], s["status"]) for s in statuses] == [("gitops-bot/diff", "pending"),
                                                             ("gitops-bot/diff", "success")]
