@@ -121,6 +121,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         from bot.config import load_server_config
         from bot.reconcile import schedule
         schedule(store, load_server_config(settings.config_path).reconcile_interval)
+    # Each job runs in a forked process: import what jobs use once here, not once per job.
+    import bot.forges.github  # noqa: F401
+    import bot.forges.gitlab  # noqa: F401
+    import bot.jobs  # noqa: F401
+    import bot.reconcile  # noqa: F401
+
     worker = Worker(store.queues(), connection=store.redis)
     worker.work(burst=args.burst, with_scheduler=not args.burst, logging_level="INFO")
     return 0

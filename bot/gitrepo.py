@@ -154,6 +154,7 @@ class Mirror:
             path.mkdir(parents=True, exist_ok=True)
             git.Repo.init(path, bare=True)
         self.repo = repo or git.Repo(path)
+        self._odb_lock = threading.Lock()
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -225,14 +226,16 @@ class Mirror:
         if len(blobs) >= STREAM_FROM:
             return self._stream_blobs(blobs, max_bytes)
         contents = []
-        for path, blob in blobs:  # through GitPython's long-lived `git cat-file` processes
-            try:
-                size = self.repo.odb.info(bytes.fromhex(blob)).size
-                if max_bytes is not None and size > max_bytes:
-                    raise RenderError.too_large(size, max_bytes, path)
-                contents.append(self.repo.odb.stream(bytes.fromhex(blob)).read())
-            except ValueError:
-                raise GitError(f"object {blob[:12]} for {path} is missing from the repository") from None
+        # GitPython's long-lived `git cat-file` processes answer one caller at a time.
+        with self._odb_lock:
+            for path, blob in blobs:
+                try:
+                    size = self.repo.odb.info(bytes.fromhex(blob)).size
+                    if max_bytes is not None and size > max_bytes:
+                        raise RenderError.too_large(size, max_bytes, path)
+                    contents.append(self.repo.odb.stream(bytes.fromhex(blob)).read())
+                except ValueError:
+                    raise GitError(f"object {blob[:12]} for {path} is missing from the repository") from None
         return contents
 
     def _stream_blobs(self, blobs: list[tuple[str, str]], max_bytes: int | None) -> list[bytes]:

@@ -74,8 +74,12 @@ def _header(report: DiffReport, name: str) -> str:
     elif not envs:
         lines += ["No environment deploys from this pull request's base branch, so there is nothing to diff."]
     else:
-        lines += [f"Base {code(short(report.base_sha))} → head {code(short(report.head_sha))}: "
-                  f"**{summary(report.counts)}** in {envs} environment{'s' if envs != 1 else ''}."]
+        failed = sum(1 for e in report.environments if e.error)
+        rendered = envs - failed
+        outcome = (f"**{summary(report.counts)}** in {rendered} environment{'s' if rendered != 1 else ''}"
+                   if rendered else "nothing could be compared")
+        broken = f"; **rendering failed in {failed}**" if failed else ""
+        lines += [f"Base {code(short(report.base_sha))} → head {code(short(report.head_sha))}: {outcome}{broken}."]
     return "\n".join(lines)
 
 

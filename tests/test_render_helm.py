@@ -242,3 +242,15 @@ def test_without_the_sdk_a_helm_binary_is_used(repo: Path, tmp_path: Path,
     chart = repo.resolve() / CHART
     assert render(repo) == (f"template shop {chart} --include-crds --namespace staging "
                             f"-f {chart}/values.yaml -f {chart}/values-staging.yaml\n")
+
+
+@pytest.mark.parametrize("dependencies, complaint", [
+    ("5", "`dependencies` must be a list"),
+    ("[[1]]", "each dependency needs a `name`"),
+    ("[{version: 1.0.0}]", "each dependency needs a `name`"),
+])
+def test_malformed_dependencies_are_a_clear_error(repo: Path, dependencies: str, complaint: str) -> None:
+    write(repo / CHART, {"Chart.yaml": f"apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies: {dependencies}\n"})
+    with pytest.raises(RenderError) as caught:
+        render(repo)
+    assert str(caught.value) == f"{CHART}/Chart.yaml: {complaint}"

@@ -122,3 +122,11 @@ def test_text_and_json_formats():
     data = json.loads(as_json(r))
     assert data["counts"] == {"added": 0, "changed": 1, "removed": 0}
     assert data["environments"][0]["changes"][0]["kind"] == "Deployment"
+
+
+def test_the_header_says_when_rendering_failed():
+    broken = EnvironmentDiff("production", "envs/production", error="envs/production/a.yaml: line 1: bad")
+    (body,) = markdown(report(env(change()), broken), "bot")
+    assert "**0 added, 1 changed, 0 removed** in 1 environment; **rendering failed in 1**." in body
+    (body,) = markdown(report(broken), "bot")
+    assert "nothing could be compared; **rendering failed in 1**." in body

@@ -100,8 +100,13 @@ def _check_dependencies(chart: Path, path: str) -> str:
                 for sub in chart.glob("charts/*/Chart.yaml")}
     vendored |= {m["name"] for archive in chart.glob("charts/*.tgz")
                  if (m := _VERSIONED_ARCHIVE.match(archive.name))}
-    for dependency in metadata.get("dependencies") or []:
+    dependencies = metadata.get("dependencies") or []
+    if not isinstance(dependencies, list):
+        raise RenderError("`dependencies` must be a list", f"{path}/Chart.yaml")
+    for dependency in dependencies:
         name = dependency.get("name") if isinstance(dependency, dict) else dependency
+        if not isinstance(name, str):
+            raise RenderError("each dependency needs a `name`", f"{path}/Chart.yaml")
         if name not in vendored:
             raise RenderError(f"dependency {name} is not vendored in charts/; "
                               "run helm dependency build and commit it", f"{path}/Chart.yaml")
