@@ -30,8 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="the webhook and dashboard web server (gunicorn)")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
-    serve.add_argument("--threads", type=int, default=int(os.environ.get("GITOPS_BOT_WEB_THREADS", "4")),
+    # Measured with bench/intake.py: plain (sync) worker processes take the most webhooks per core.
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "3")))
+    serve.add_argument("--threads", type=int, default=int(os.environ.get("GITOPS_BOT_WEB_THREADS", "1")),
                        help="threads per worker; above 1, connections are kept alive (gthread)")
 
     worker = commands.add_parser("worker", help="an RQ worker on the bot's queues")
@@ -167,7 +168,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
                          env=env, start_new_session=True),
         subprocess.Popen([*command, "worker"], env=env, start_new_session=True),
     ]
-    print(f"gitops-bot: webhooks at http://{args.host}:{args.port}/webhooks/github; Ctrl-C stops")
+    url = f"http://{args.host}:{args.port}"
+    print(f"gitops-bot: dashboard at {url}/ ; webhooks at {url}/webhooks/github and {url}/webhooks/gitlab;"
+          " Ctrl-C stops")
     stopping = False
 
     def stop(*_: object) -> None:
