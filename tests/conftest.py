@@ -119,6 +119,16 @@ class GitRemote:
 
 
 @pytest.fixture
+def github():
+    """The GitHub stand-in; the bot's login there is `gitops-bot`. A crash inside it fails the test."""
+    from tests.fakes.github_api import FakeGitHub
+
+    with FakeGitHub(bot_login="gitops-bot") as fake:
+        yield fake
+    assert fake.errors == []
+
+
+@pytest.fixture
 def remote(tmp_path: Path) -> GitRemote:
     return GitRemote(tmp_path)
 

@@ -41,13 +41,6 @@ def config(tmp_path: Path, kube: FakeKubeAPI | None = None) -> str:
 
 
 @pytest.fixture
-def github():
-    with FakeGitHub(bot_login="gitops-bot") as fake:
-        yield fake
-    assert fake.errors == []
-
-
-@pytest.fixture
 def kube():
     with FakeKubeAPI() as fake:
         yield fake

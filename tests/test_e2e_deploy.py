@@ -10,7 +10,6 @@ import pytest
 
 from bot.forges.github import signature
 from tests.conftest import GitRemote, payload
-from tests.fakes.github_api import FakeGitHub
 from tests.fakes.gitlab_api import FakeGitLab
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.harness import BASE_FILES, PASSWORD_BASE, Bot, bot_env
@@ -61,13 +60,6 @@ def assert_reply(body: str, sha: str) -> None:
 
 # -- GitHub -------------------------------------------------------------------------------------------
 REPO = "acme/infra"
-
-
-@pytest.fixture
-def github():
-    with FakeGitHub(bot_login="gitops-bot") as fake:
-        yield fake
-    assert fake.errors == []
 
 
 def test_github_merged_pull_request_deploys_and_replies(tmp_path, remote, redis_server, redis, kube, github):

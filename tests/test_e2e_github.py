@@ -8,20 +8,12 @@ import pytest
 
 from bot.forges.github import signature
 from tests.conftest import payload
-from tests.fakes.github_api import FakeGitHub
 from tests.harness import (HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, PullRequestScenario, assert_first_diff,
                            bot_env)
 
 REPO = "acme/infra"
 SECRET = "e2e-webhook-secret"
 TOKEN = "ghp_e2eTOKENvalue0123456789"
-
-
-@pytest.fixture
-def github():
-    with FakeGitHub(bot_login="gitops-bot") as fake:
-        yield fake
-    assert fake.errors == []
 
 
 @pytest.fixture

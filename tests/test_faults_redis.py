@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from bot.embedded import RedisServer
-from tests.fakes.github_api import FakeGitHub
 from tests.harness import HEAD_CHANGES, Bot, PullRequestScenario, bot_env
 
 REPO = "acme/infra"
@@ -21,12 +20,6 @@ def own_redis(tmp_path: Path):
     server = RedisServer(tmp_path / "redis", appendonly=True).start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def github():
-    with FakeGitHub(bot_login="gitops-bot") as fake:
-        yield fake
 
 
 @pytest.fixture

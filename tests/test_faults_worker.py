@@ -15,7 +15,6 @@ from rq.job import JobStatus
 from bot.environments import EnvRef, Environments
 from bot.forges.github import signature
 from tests.conftest import payload
-from tests.fakes.github_api import FakeGitHub
 from tests.fakes.http import Reply
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.harness import BASE_FILES, HEAD_CHANGES, Bot, PullRequestScenario, bot_env
@@ -23,13 +22,6 @@ from tests.harness import BASE_FILES, HEAD_CHANGES, Bot, PullRequestScenario, bo
 REPO, SECRET, TOKEN = "acme/infra", "faults-secret", "faults-TOKEN-value-0123"
 COMMENTS = r"/repos/acme/infra/issues/7/comments$"
 STATUSES = r"/repos/acme/infra/statuses/"
-
-
-@pytest.fixture
-def github():
-    with FakeGitHub(bot_login="gitops-bot") as fake:
-        yield fake
-    assert fake.errors == []
 
 
 @pytest.fixture

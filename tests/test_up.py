@@ -9,10 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from bot.embedded import free_port
-from tests.fakes.github_api import FakeGitHub
 from tests.harness import HEAD_CHANGES, ROOT, Answer, Bot, PullRequestScenario
 
 REPO, SECRET = "acme/infra", "up-secret"
@@ -36,12 +34,6 @@ def wait_for(check, timeout: float = 30.0, what: str = "condition"):
             return result
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def github():
-    with FakeGitHub(bot_login="gitops-bot") as fake:
-        yield fake
 
 
 def test_up_starts_serves_a_webhook_end_to_end_and_stops(tmp_path: Path, remote, github):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import orjson
 
@@ -113,6 +114,15 @@ class Forge(Protocol):
         """Record a deployment of `sha` to `environment` on the forge, in progress; its id."""
     def update_deployment(self, repo: str, environment: str, deployment_id: str, state: DeployState,
                           description: str) -> None: ...
+
+
+def with_credentials(url: str, user: str, token: str) -> str:
+    """An https clone URL carrying a token; any other URL (file://, ssh) as it is."""
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        return url
+    netloc = f"{user}:{quote(token, safe='')}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def constant_time_equal(given: str | bytes, expected: str | bytes) -> bool:

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import github
 import requests
@@ -16,7 +16,8 @@ from github import Auth, Github, GithubException, GithubIntegration
 
 from bot.events import CommentEvent, Event, Ping, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
 from bot.forges.base import (Comment, DeployState, Delivery, MergeRefused, PullState, Reaction, StatusState, TransientForgeError,
-                             WebhookError, constant_time_equal, field, parse_json_object, retry_after)
+                             WebhookError, constant_time_equal, field, parse_json_object, retry_after,
+                             with_credentials)
 
 FORGE = "github"
 COMMENT_LIMIT = 65_536
@@ -210,13 +211,8 @@ class GitHubForge:
         return self._auths[repo.split("/", 1)[0].lower()].token
 
     def authenticated_clone_url(self, url: str, repo: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme != "https":
-            return url
-        netloc = f"x-access-token:{quote(self._token_for(repo), safe='')}@{parts.hostname}"
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
+        # Checked first: an App's installation token is fetched only for a URL that will carry it.
+        return with_credentials(url, "x-access-token", self._token_for(repo)) if url.startswith("https:") else url
 
     def pull_refspec(self, number: int) -> str:
         return f"refs/pull/{number}/head"

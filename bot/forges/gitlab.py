@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any, Callable, Mapping, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import gitlab
 from gitlab.exceptions import GitlabError
@@ -12,7 +11,7 @@ from gitlab.v4.objects import CurrentUserManager
 
 from bot.events import CommentEvent, Event, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
 from bot.forges.base import (Comment, DeployState, Delivery, MergeRefused, PullState, Reaction, StatusState, TransientForgeError,
-                             WebhookError, constant_time_equal, field, parse_json_object)
+                             WebhookError, constant_time_equal, field, parse_json_object, with_credentials)
 
 FORGE = "gitlab"
 COMMENT_LIMIT = 1_000_000
@@ -192,13 +191,7 @@ class GitLabForge:
         self._login: str | None = None
 
     def authenticated_clone_url(self, url: str, repo: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme != "https":
-            return url
-        netloc = f"oauth2:{quote(self._token, safe='')}@{parts.hostname}"
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
+        return with_credentials(url, "oauth2", self._token)
 
     def pull_refspec(self, number: int) -> str:
         return f"refs/merge-requests/{number}/head"
