@@ -23,7 +23,6 @@ from bot.queue import Store
 from bot.settings import Settings
 
 MAX_BODY = 25 * 1024 * 1024
-EVENT_HEADERS = {"github": "x-github-event", "gitlab": "x-gitlab-event"}
 log = logging.getLogger("gitops_bot.web")
 
 
@@ -62,7 +61,8 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
         try:
             delivery = parser(headers, request.get_data(cache=False), settings)
         except WebhookError as err:
-            WEBHOOKS.labels(forge, headers.get(EVENT_HEADERS.get(forge, ""), "unknown"), f"refused_{err.status}").inc()
+            # Not the event header: unverified senders must not mint label values.
+            WEBHOOKS.labels(forge, "unverified", f"refused_{err.status}").inc()
             log.info("webhook refused", extra={"forge": forge, "status": err.status, "reason": err.message})
             return answer(err.status, error=err.message)
         decision = plan(delivery.event, server)

@@ -17,7 +17,7 @@ REPO, SECRET = "acme/infra", "metrics-secret"
 def scrape(bot: Bot) -> dict[str, float]:
     text = urllib.request.urlopen(bot.url + "/metrics").read().decode()
     samples = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):  # exposition lines end in \n only; label values may hold other breaks
         if line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
@@ -54,6 +54,7 @@ def test_counters_move_with_webhooks_and_jobs(bot, remote):
              value(before, "gitops_bot_webhooks_total", outcome=outcome)
              for outcome in ("queued", "duplicate", "refused_401", "ignored")}
     assert delta == {"queued": 1, "duplicate": 1, "refused_401": 1, "ignored": 1}
+    assert value(queued, "gitops_bot_webhooks_total", event="unverified", outcome="refused_401") >= 1
     assert value(queued, "gitops_bot_queue_depth", queue="gitops-bot.diff", state="queued") == 1
 
     bot.work()
