@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
+
+from redis.exceptions import LockError
+from rq import get_current_job
 
 from bot import deploy, deploy_report, runtime, slash
 from bot.comments import sync_comments
@@ -49,8 +54,7 @@ def diff_pull_request(pull: dict[str, Any], generation: str | None = None) -> di
     bodies = markdown(report, rt.settings.name, forge.comment_limit)
     # One job at a time edits a pull request's comment, so two workers never both create it, and
     # whichever posts second checks again that it is still the newest.
-    with rt.store.redis.lock(f"{rt.store.prefix}:{key}:comment", timeout=POST_LOCK_SECONDS,
-                             blocking_timeout=POST_LOCK_SECONDS):
+    with _comment_lock(rt, key):
         if superseded():  # a newer head is queued: its job owns the comment now
             forge.set_status(pr.repo.full_name, pr.head_sha, context, "error", "superseded by a newer push")
             return {"superseded": True}
@@ -61,6 +65,24 @@ def diff_pull_request(pull: dict[str, Any], generation: str | None = None) -> di
     log.info("diff posted", extra={"pull": key, "head": pr.head_sha, "state": state, "parts": len(bodies)})
     return {"state": state, "added": counts.added, "changed": counts.changed, "removed": counts.removed,
             "parts": len(bodies)}
+
+
+@contextmanager
+def _comment_lock(rt: runtime.Runtime, key: str) -> Iterator[None]:
+    """A pull request's comment lock, owned by this RQ job: a retry of a job whose worker died
+    holding it takes it over at once instead of waiting for it to expire."""
+    job = get_current_job()
+    owner = job.id if job else uuid.uuid4().hex
+    name = f"{rt.store.prefix}:{key}:comment"
+    if rt.store.redis.get(name) == owner.encode():
+        rt.store.redis.delete(name)
+    lock = rt.store.redis.lock(name, timeout=POST_LOCK_SECONDS, blocking_timeout=POST_LOCK_SECONDS)
+    lock.acquire(token=owner)
+    try:
+        yield
+    finally:
+        with suppress(LockError):  # it expired meanwhile: nothing left to release
+            lock.release()
 
 
 def build_report(rt: runtime.Runtime, forge: Forge, pr: PullRequest) -> DiffReport:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import contextlib
 import json
 import os
 import re
@@ -108,6 +109,11 @@ class Bot:
         """SIGTERM: RQ's warm shutdown, after the job under way. SIGKILL: the worker and its work-horse."""
         if proc.poll() is None:
             if sig == signal.SIGKILL:
+                # RQ's work-horse starts a session of its own, so it is killed by its pid, not its group.
+                children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+                for child in children.split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(child), sig)
                 os.killpg(proc.pid, sig)  # the group this worker leads (start_new_session)
             else:
                 proc.send_signal(sig)
