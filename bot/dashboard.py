@@ -26,7 +26,8 @@ def queues(store: Store) -> list[dict[str, Any]]:
         failures = []
         for job in Job.fetch_many(failed_ids, connection=store.redis):
             if job is not None:
-                error = (job.latest_result().exc_string if job.latest_result() else "") or ""
+                result = job.latest_result()
+                error = (result.exc_string if result else "") or ""
                 failures.append({"id": job.id, "description": job.description,
                                  "ended_at": job.ended_at.isoformat() if job.ended_at else None,
                                  "error": error.strip().splitlines()[-1] if error.strip() else ""})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,13 @@ class Store:
         if not self._accept_script(keys=keys, args=args):
             return None
         return [job.id for job, _ in jobs]
+
+    def queue_once(self, repo: Repo, delivery: str, job: JobSpec, event: str) -> bool:
+        """Queue work the bot found itself (a command, a reconcile) as a webhook would be: under a
+        delivery id of its own, so a retry or a second run finds it seen and queues nothing."""
+        entry = {"forge": repo.forge, "delivery": delivery, "event": event, "repo": repo.full_name,
+                 "at": time.time()}
+        return self.accept(repo, delivery, Plan(jobs=[job]), entry) is not None
 
     @property
     def repos_key(self) -> str:

@@ -7,7 +7,6 @@ this runs periodically (each worker keeps one run scheduled) and on demand (`git
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -19,7 +18,7 @@ from bot.forges.base import Forge
 from bot.gitrepo import GitError, Mirror
 from bot.intake import deploy_job, diff_job
 from bot.pipeline import read_repo_config
-from bot.queue import JobSpec, Plan, Store
+from bot.queue import Store
 
 log = logging.getLogger("gitops_bot.reconcile")
 
@@ -55,7 +54,8 @@ def _missing_diffs(rt: runtime.Runtime, forge: Forge, repo: Repo, findings: Find
         if forge.has_status(repo.full_name, pull.head_sha, context):
             continue
         job = diff_job(PullRequestEvent("opened", pull, sender="reconcile"))
-        if _queue(rt.store, repo, f"reconcile:diff:{repo.full_name}#{pull.number}:{pull.head_sha}", job):
+        delivery = f"reconcile:diff:{repo.full_name}#{pull.number}:{pull.head_sha}"
+        if rt.store.queue_once(repo, delivery, job, "reconcile"):
             findings.diffs.append(f"{repo.full_name}#{pull.number} at {pull.head_sha[:7]}")
 
 
@@ -81,7 +81,8 @@ def _missing_deploys(rt: runtime.Runtime, forge: Forge, repo: Repo, findings: Fi
             if status.hold or head in (done, status.deploying, status.pending.sha if status.pending else None):
                 continue
             job = deploy_job(repo, branch, head, "reconcile", environment=env.name)
-            if _queue(rt.store, repo, f"reconcile:deploy:{repo.full_name}:{env.name}:{head}", job):
+            delivery = f"reconcile:deploy:{repo.full_name}:{env.name}:{head}"
+            if rt.store.queue_once(repo, delivery, job, "reconcile"):
                 findings.deploys.append(f"{repo.full_name} {env.name} at {head[:7]}")
 
 
@@ -94,13 +95,6 @@ def _environment_branches(mirror: Mirror, url: str, repo: Repo) -> list[str]:
     except ConfigError:
         return [repo.default_branch]
     return sorted({env.branch for env in config.environments})
-
-
-def _queue(store: Store, repo: Repo, delivery: str, job: JobSpec) -> bool:
-    """Through the store like a webhook, so the same missing work is queued once, not every run."""
-    entry = {"forge": repo.forge, "delivery": delivery, "event": "reconcile", "repo": repo.full_name,
-             "at": time.time()}
-    return bool(store.accept(repo, delivery, Plan(jobs=[job]), entry))
 
 
 # -- the periodic run --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from bot.gitrepo import GitError
 from bot.intake import deploy_job, diff_job
 from bot.logs import Masker
 from bot.pipeline import read_repo_config
-from bot.queue import JobSpec, Plan
+from bot.queue import JobSpec
 from bot.rollback import Identity, RollbackError, roll_back
 
 log = logging.getLogger("gitops_bot.slash")
@@ -461,10 +461,8 @@ class Executor:
 
     def _queue(self, index: int, job: JobSpec) -> None:
         """Through the store, as a webhook would: a retried job finds its delivery seen and queues nothing."""
-        repo, delivery = self.request.repo, f"comment-{self.request.comment_id}-{index}"
-        self.rt.store.accept(repo, delivery, Plan(jobs=[job]), {
-            "forge": repo.forge, "delivery": delivery, "event": "slash command", "repo": repo.full_name,
-            "at": time.time()})
+        self.rt.store.queue_once(self.request.repo, f"comment-{self.request.comment_id}-{index}", job,
+                                 "slash command")
 
     def _reply(self, body: str | None) -> None:
         if body is None or not self.journal.claim_reply():
