@@ -39,7 +39,6 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.extensions["gitops_bot"] = {"settings": settings, "server": server, "store": store}
 
     def answer(code: int, **body: Any) -> Response:
         return Response(orjson.dumps(body), status=code, mimetype="application/json")
