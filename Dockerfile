@@ -12,7 +12,8 @@ COPY bot ./bot
 COPY config ./config
 RUN pip install --no-cache-dir .
 
-USER gitops
+# Numeric, so pods with runAsNonRoot can verify it.
+USER 10001
 ENV GITOPS_BOT_DATA_DIR=/home/gitops/data PORT=8080
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import os,urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\",\"8080\")}/healthz', timeout=2)" || exit 1

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run, to start 
     import git
     import redis
 
-    from bot.config import ServerConfig
+    from bot.config import RepoConfig, ServerConfig
     from bot.events import Repo
     from bot.gitrepo import Mirror
     from bot.jobs import Target
@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate the server and repo configs")
     check.add_argument("--server", help="server config file (default: $GITOPS_BOT_CONFIG)")
     check.add_argument("--repo", help="repository directory holding .gitops.yaml")
+    check.add_argument("--repo-name", help="its full name on the forge, whose cluster grants are checked, e.g. "
+                       "acme/infra (default: from its origin remote)")
 
     deploy = commands.add_parser("deploy", help="the deploy a merge triggers, by hand")
     deploy.add_argument("--env", required=True, help="the environment to deploy")
@@ -171,6 +173,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     url = f"http://{args.host}:{args.port}"
     print(f"gitops-bot: dashboard at {url}/ ; webhooks at {url}/webhooks/github and {url}/webhooks/gitlab;"
           " Ctrl-C stops")
+    if not settings.dashboard_token:
+        print("gitops-bot: the dashboard answers this machine only; set GITOPS_BOT_DASHBOARD_TOKEN to open it "
+              "to others with that token")
     stopping = False
 
     def stop(*_: object) -> None:
@@ -259,11 +264,10 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
     from bot.config import ConfigError, REPO_CONFIG_FILE, load_server_config, parse_repo_config
 
     errors = 0
-    clusters = None
+    server = None
     server_path = Path(args.server) if args.server else settings.config_path
     try:
         server = load_server_config(server_path)
-        clusters = set(server.clusters)
         print(f"{server_path}: ok ({len(server.repos)} repository patterns, {len(server.clusters)} clusters)")
     except ConfigError as err:
         print(err, file=sys.stderr)
@@ -272,14 +276,36 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
         path = Path(args.repo) / REPO_CONFIG_FILE
         if not path.exists():
             print(f"{path}: absent; the implicit `default` environment applies")
-        else:
-            try:
-                config = parse_repo_config(path.read_bytes(), str(path), clusters=clusters)
-                print(f"{path}: ok ({', '.join(e.name for e in config.environments)})")
-            except ConfigError as err:
-                print(err, file=sys.stderr)
-                errors += 1
+            return 1 if errors else 0
+        try:
+            config = parse_repo_config(path.read_bytes(), str(path),
+                                       clusters=set(server.clusters) if server else None)
+        except ConfigError as err:
+            print(err, file=sys.stderr)
+            return 1
+        refusals = _refusals(server, config, args.repo, args.repo_name) if server else []
+        for refusal in refusals:
+            print(f"{path}: {refusal}", file=sys.stderr)
+        if not refusals:
+            print(f"{path}: ok ({', '.join(e.name for e in config.environments)})")
+        errors += len(refusals)
     return 1 if errors else 0
+
+
+def _refusals(server: ServerConfig, config: RepoConfig, directory: str, name: str | None) -> list[str]:
+    """What the server config refuses the repository's environments, each as `key: reason`."""
+    import git
+
+    if not any(env.cluster for env in config.environments):
+        return []
+    try:
+        repo = _forge_repo(git.Repo(directory, search_parent_directories=True), None, name, "").full_name
+    except (git.GitError, ValueError):
+        if not name:
+            return ["environments: name the repository with --repo-name to check its cluster grants"]
+        repo = name
+    return [f"environments.{env.name}.cluster: {refusal}" for env in config.environments
+            if (refusal := server.refusal(repo, env))]
 
 
 def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
@@ -312,6 +338,10 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
         return refuse(f"no environment {args.env!r} (have: {', '.join(e.name for e in config.environments)})")
     if not env.cluster:
         return refuse(f"environment {env.name} names no cluster: it only gets diffs")
+    refusal = server.refusal(source.full_name, env)
+    if refusal:
+        print(f"gitops-bot deploy: refused: {refusal}", file=sys.stderr)
+        return 1
     target = Target(source, env, sha, getpass.getuser())
     connection = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
     if args.dry_run:

@@ -6,7 +6,7 @@ import fnmatch
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bot.renderers.errors import RenderError
 from bot.yamlio import parse_documents
@@ -43,6 +43,33 @@ class Cluster:
     kubeconfig: str | None = None
     context: str | None = None
     in_cluster: bool = False
+    repos: tuple[str, ...] = ()
+    """Globs on the repositories granted this cluster; no other may deploy to it."""
+    branches: tuple[str, ...] | None = None
+    """Only environments of these branches may deploy to it; None: any branch."""
+    namespaces: tuple[str, ...] | None = None
+    """Only objects in these namespaces (and no cluster-scoped ones but these Namespaces); None: any."""
+
+    def refusal(self, repo: str, env: "Environment") -> str | None:
+        """Why `repo`'s environment `env` may not deploy to this cluster, if it may not."""
+        if not _matches(repo, self.repos):
+            return (f"cluster `{self.name}` is not granted to {repo} "
+                    f"(the server config grants it to {_listing(self.repos)})")
+        if self.branches is not None and env.branch not in self.branches:
+            return (f"cluster `{self.name}` takes deploys only from the branches {_listing(self.branches)}, "
+                    f"not `{env.branch}`")
+        if self.namespaces is not None and (env.namespace or "default") not in self.namespaces:
+            return (f"cluster `{self.name}` takes objects only in the namespaces {_listing(self.namespaces)}, "
+                    f"not `{env.namespace or 'default'}`")
+        return None
+
+
+def _matches(name: str, globs: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name.lower(), glob.lower()) for glob in globs)
+
+
+def _listing(items: tuple[str, ...]) -> str:
+    return ", ".join(f"`{item}`" for item in items) or "nothing"
 
 
 @dataclass(frozen=True)
@@ -57,10 +84,24 @@ class ServerConfig:
     """Seconds a deploy waits for workloads to become available."""
     reconcile_interval: float = 600.0
     """Seconds between runs that catch up on missed webhooks; 0 turns them off."""
+    render_sandbox: bool = True
+    """Kustomize and Helm run boxed (no network, no file outside the exported tree), or not at all.
+    Off only for a local trial on a machine that cannot box them."""
+    allow_local_urls: bool = False
+    """Whether a payload's `file://` URL or local path is cloned as it is (local trials and tests);
+    otherwise clone URLs are built from the configured forge and the repository's path."""
 
     def allows(self, full_name: str) -> bool:
-        name = full_name.lower()
-        return any(fnmatch.fnmatchcase(name, pattern.lower()) for pattern in self.repos)
+        return _matches(full_name, self.repos)
+
+    def refusal(self, repo: str, env: "Environment") -> str | None:
+        """Why `repo`'s environment `env` may not deploy, if its cluster is unknown or not granted."""
+        if not env.cluster:
+            return None
+        cluster = self.clusters.get(env.cluster)
+        if cluster is None:
+            return f"cluster `{env.cluster}` is not in the server config"
+        return cluster.refusal(repo, env)
 
 
 @dataclass(frozen=True)
@@ -180,28 +221,40 @@ def _ignore_rules(reader: _Reader) -> tuple[IgnoreRule, ...]:
 
 def parse_server_config(text: bytes, file: str = "config/bot.yaml") -> ServerConfig:
     top = _Reader(file, _load_yaml(text, file))
-    top.reject_unknown({"repos", "clusters", "commands", "diff", "render", "deploy", "reconcile"})
+    top.reject_unknown({"repos", "clusters", "commands", "diff", "render", "deploy", "reconcile", "git"})
     clusters = {}
     for name, raw in (top.get("clusters", dict, {}) or {}).items():
         entry = _Reader(file, raw, f"clusters.{name}")
-        entry.reject_unknown({"kubeconfig", "context", "in_cluster"})
+        entry.reject_unknown({"kubeconfig", "context", "in_cluster", "repos", "branches", "namespaces"})
         cluster = Cluster(str(name), entry.get("kubeconfig", str), entry.get("context", str),
-                          entry.get("in_cluster", bool, False))
+                          entry.get("in_cluster", bool, False), repos=entry.strings("repos"),
+                          branches=entry.strings("branches") if "branches" in entry.data else None,
+                          namespaces=entry.strings("namespaces") if "namespaces" in entry.data else None)
         if not cluster.in_cluster and not cluster.kubeconfig:
             raise ConfigError(file, f"clusters.{name}", "expected `kubeconfig` (with `context`) or `in_cluster: true`")
+        if not cluster.repos:
+            raise ConfigError(file, f"clusters.{name}.repos",
+                              "expected the repository globs granted this cluster, such as [\"acme/infra\"]")
         clusters[str(name)] = cluster
     commands = top.child("commands")
     prefix = commands.get("prefix", str, "/") if commands else "/"
     if not prefix or any(c.isspace() for c in prefix):
         raise ConfigError(file, "commands.prefix", "expected a non-empty prefix without spaces")
     diff = top.child("diff")
-    render, deploy, reconcile = top.child("render"), top.child("deploy"), top.child("reconcile")
+    render, deploy, reconcile, git = top.child("render"), top.child("deploy"), top.child("reconcile"), top.child("git")
+    for section, known in ((render, {"timeout", "sandbox"}), (deploy, {"rollout_timeout"}),
+                           (reconcile, {"interval"}), (git, {"allow_local_urls"}), (commands, {"prefix"}),
+                           (diff, {"ignore"})):
+        if section:
+            section.reject_unknown(known)
     return ServerConfig(
         repos=top.strings("repos"), clusters=clusters, command_prefix=prefix,
         ignore=_ignore_rules(diff) if diff else (),
         render_timeout=float(render.get("timeout", (int, float), 60.0)) if render else 60.0,
         rollout_timeout=float(deploy.get("rollout_timeout", (int, float), 300.0)) if deploy else 300.0,
         reconcile_interval=float(reconcile.get("interval", (int, float), 600.0)) if reconcile else 600.0,
+        render_sandbox=render.get("sandbox", bool, True) if render else True,
+        allow_local_urls=git.get("allow_local_urls", bool, False) if git else False,
     )
 
 
@@ -264,3 +317,53 @@ def parse_repo_config(text: bytes, file: str = REPO_CONFIG_FILE, *,
         ))
     diff = top.child("diff")
     return RepoConfig(tuple(environments), _ignore_rules(diff) if diff else ())
+
+
+GOVERNING_FIELDS = ("branch", "path", "cluster", "namespace", "prune", "deployers", "require", "helm")
+"""What an environment's entry decides: which commits deploy, what, where, and who may ask."""
+
+
+@dataclass(frozen=True)
+class EnvironmentChange:
+    """How a change to `.gitops.yaml` changes one environment: each field as (name, before, after)."""
+
+    name: str
+    op: Literal["added", "removed", "changed"]
+    fields: tuple[tuple[str, str, str], ...] = ()
+
+
+def environment_changes(before: RepoConfig, after: RepoConfig) -> tuple[EnvironmentChange, ...]:
+    """The environments `after` adds, removes or defines differently from `before`, by name."""
+    old = {env.name: env for env in before.environments}
+    new = {env.name: env for env in after.environments}
+    changes = []
+    for name in sorted(old.keys() | new.keys()):
+        a, b = old.get(name), new.get(name)
+        if a is None or b is None:
+            shown = b or a
+            assert shown is not None
+            fields = tuple((f, "", show_field(shown, f)) for f in GOVERNING_FIELDS if _is_set(shown, f))
+            changes.append(EnvironmentChange(name, "added" if a is None else "removed",
+                                             fields if a is None else ()))
+            continue
+        fields = tuple((f, show_field(a, f), show_field(b, f)) for f in GOVERNING_FIELDS
+                       if getattr(a, f) != getattr(b, f))
+        if fields:
+            changes.append(EnvironmentChange(name, "changed", fields))
+    return tuple(changes)
+
+
+def show_field(env: Environment, name: str) -> str:
+    """A field of an environment as the pull request comment shows it."""
+    value = getattr(env, name)
+    if name == "helm":
+        return f"release {value.release}, values {', '.join(value.values) or 'none'}" if value else "none"
+    if isinstance(value, tuple):
+        return ", ".join(value) or "nothing"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "none" if value is None else str(value)
+
+
+def _is_set(env: Environment, name: str) -> bool:
+    return getattr(env, name) not in (None, False, ())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import time
 from dataclasses import asdict
 from typing import Any, Callable
@@ -64,6 +65,9 @@ def blueprint(store: Store, token: str | None, environments: Callable[[], list[d
     @pages.before_request
     def require_token() -> None:
         if not token:
+            # Deploy errors and repository names are for operators: with no token, only this machine sees them.
+            if not _loopback(request.remote_addr):
+                abort(403, "the dashboard is served to this machine only until GITOPS_BOT_DASHBOARD_TOKEN is set")
             return
         given = request.args.get("token", "")
         header = request.headers.get("Authorization", "")
@@ -103,6 +107,13 @@ def blueprint(store: Store, token: str | None, environments: Callable[[], list[d
             return render_template_string(PAGE_DOWN, refresh=REFRESH_SECONDS), 503
 
     return pages
+
+
+def _loopback(address: str | None) -> bool:
+    try:
+        return ipaddress.ip_address(address or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _ago(timestamp: float | None) -> str:

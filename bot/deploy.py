@@ -250,8 +250,12 @@ def rollout_status(obj: dict[str, Any]) -> str | None:
 
 # -- acting on a cluster ------------------------------------------------------------------------------
 def prepare(cluster: ClusterClient, manifests: list[Manifest], env: Environment, inventory: Inventory,
-            known_kinds: Iterable[str] = ()) -> Plan:
-    """Discover the rendered kinds, read the live inventory (one LIST per kind), and plan."""
+            known_kinds: Iterable[str] = (), namespaces: tuple[str, ...] | None = None) -> Plan:
+    """Discover the rendered kinds, read the live inventory (one LIST per kind), and plan.
+
+    With `namespaces` (the cluster's grant), every object must lie in one of them; the only
+    cluster-scoped objects allowed are those Namespaces themselves.
+    """
     cluster_kinds = cluster_scoped_kinds(manifests)  # built-ins, and kinds of the CRDs rendered here
     versions = {(group_of(m.doc["apiVersion"]), m.doc["kind"]): m.doc["apiVersion"].rpartition("/")[2]
                 for m in manifests}
@@ -266,6 +270,11 @@ def prepare(cluster: ClusterClient, manifests: list[Manifest], env: Environment,
         elif resource is not None:
             cluster_kinds.add((group, kind))
     desired = desired_objects(manifests, env.namespace or DEFAULT_NAMESPACE, cluster_kinds, inventory)
+    if namespaces is not None:
+        outside = next((key for key in desired if not _granted(key, namespaces)), None)
+        if outside is not None:
+            allowed = ", ".join(namespaces) or "none"
+            raise DeployError(f"{outside}: the cluster takes objects only in the namespaces {allowed}")
     live: dict[ObjectKey, dict[str, Any]] = {}
     for kid in sorted(set(known_kinds) | {kind_id(g, k) for g, k in versions}):
         group, kind = parse_kind_id(kid)
@@ -274,6 +283,12 @@ def prepare(cluster: ClusterClient, manifests: list[Manifest], env: Environment,
             if _annotations(obj).get(INVENTORY_ANNOTATION) == inventory.identity:  # never anyone else's
                 live[live_key(obj)] = obj
     return plan(desired, live, prune=env.prune)
+
+
+def _granted(key: ObjectKey, namespaces: tuple[str, ...]) -> bool:
+    if key.namespace:
+        return key.namespace in namespaces
+    return (key.group, key.kind) == NAMESPACE and key.name in namespaces
 
 
 def execute(plan_: Plan, cluster: ClusterClient, options: Options = Options(),
@@ -311,7 +326,7 @@ def run(snapshot: Snapshot, env: Environment, cluster: Cluster, inventory: Inven
     try:
         manifests = render(snapshot, env, timeout=options.render_timeout)
         with connect(cluster) as client:
-            plan_ = prepare(client, manifests, env, inventory, known_kinds)
+            plan_ = prepare(client, manifests, env, inventory, known_kinds, cluster.namespaces)
             if on_plan:
                 on_plan(plan_)
             result = execute(plan_, client, options, check)

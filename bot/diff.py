@@ -8,7 +8,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
-from bot.config import IgnoreRule
+from bot.config import EnvironmentChange, IgnoreRule
 from bot.render import Manifest
 from bot.yamlio import dump
 
@@ -82,11 +82,28 @@ class EnvironmentDiff:
     unchanged_inputs: bool = False
     """Nothing the environment renders from changed, so it was not rendered at all."""
     cluster: str | None = None
+    refusal: str | None = None
+    """Why the server config refuses this environment's deploys, if it does."""
 
     @property
     def counts(self) -> Counts:
         ops = [c.op for c in self.changes]
         return Counts(ops.count("+"), ops.count("~"), ops.count("-"))
+
+
+@dataclass(frozen=True)
+class ConfigReview:
+    """A change to `.gitops.yaml`: the environments it changes, and what the server config refuses."""
+
+    changes: tuple[EnvironmentChange, ...] = ()
+    refusals: dict[str, str] = field(default_factory=dict)
+    """Why the server config refuses an added or changed environment, by its name."""
+    error: str | None = None
+    """Why the new `.gitops.yaml` cannot be read, if it cannot."""
+    branch: str = ""
+    """The branch the change lands on."""
+    governs: bool = True
+    """Whether that is the default branch, whose `.gitops.yaml` says what deploys where."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,8 @@ class DiffReport:
     environments: tuple[EnvironmentDiff, ...] = field(default_factory=tuple)
     error: str | None = None
     """A failure before any environment could be rendered (for example a broken .gitops.yaml)."""
+    config: "ConfigReview | None" = None
+    """What the change does to `.gitops.yaml`, when it changes it."""
 
     @property
     def counts(self) -> Counts:

@@ -213,6 +213,14 @@ class Mirror:
         except git.GitCommandError:
             return None
 
+    def is_ancestor(self, sha: str, of: str) -> bool:
+        """Whether `sha` is `of` or lies in its history."""
+        try:
+            self.repo.git.merge_base("--is-ancestor", sha, of)
+            return True
+        except git.GitCommandError:
+            return False
+
     def changed_paths(self, base: str, head: str) -> set[str]:
         out = self.repo.git.diff_tree("-r", "-z", "--no-renames", "--name-only", base, head)
         return {p for p in out.split("\0") if p}

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 from redis.exceptions import LockError
 from rq import get_current_job
 
-from bot import deploy, deploy_report, runtime, slash
+from bot import deploy, deploy_report, governance, runtime, slash
 from bot.comments import sync_comments
 from bot.metrics import FleetMetrics, measured
 from bot.retries import honour_retry_after
@@ -49,8 +49,16 @@ def diff_pull_request(pull: dict[str, Any], generation: str | None = None) -> di
         log.info("diff superseded before it started", extra={"pull": key, "head": pr.head_sha})
         return {"superseded": True}
     forge = rt.forge(pr.repo.forge)
+    try:
+        fetched: Fetched | GitError | None = fetch_pull(rt, forge, pr)
+    except GitError as err:
+        fetched = err
+    if fetched is None:
+        log.info("diff skipped: the pull request's head is not the one named", extra={"pull": key, "head": pr.head_sha})
+        return {"superseded": True}
     forge.set_status(pr.repo.full_name, pr.head_sha, context, "pending", "rendering manifests")
-    report = build_report(rt, forge, pr)
+    report = (DiffReport(pr.base_sha, pr.head_sha, error=str(fetched)) if isinstance(fetched, GitError)
+              else build_report(rt, pr, fetched))
     bodies = markdown(report, rt.settings.name, forge.comment_limit)
     # One job at a time edits a pull request's comment, so two workers never both create it, and
     # whichever posts second checks again that it is still the newest.
@@ -85,26 +93,48 @@ def _comment_lock(rt: runtime.Runtime, key: str) -> Iterator[None]:
             lock.release()
 
 
-def build_report(rt: runtime.Runtime, forge: Forge, pr: PullRequest) -> DiffReport:
-    """Fetch what is missing, then diff the merge base against the head (as the PR's files view does)."""
+@dataclass(frozen=True)
+class Fetched:
+    """A pull request as its repository holds it now: the mirror, and its base branch's tip."""
+
+    mirror: Mirror
+    base_tip: str
+
+
+def fetch_pull(rt: runtime.Runtime, forge: Forge, pr: PullRequest) -> Fetched | None:
+    """Fetch the base branch and the pull request's head from the forge. None when the head there is
+    not the one named (a newer push, or a payload that names a commit the pull request does not
+    hold), once the forge's API agrees."""
     mirror = rt.mirrors.get(pr.repo.forge, pr.repo.full_name)
-    base_branch = f"refs/heads/{pr.base_ref}"
-    try:
-        # A forge that names only the base branch leaves base_sha empty: its tip, fetched now, is the base.
-        mirror.ensure(forge.authenticated_clone_url(pr.repo.clone_url, pr.repo.full_name),
-                      [sha for sha in (pr.base_sha, pr.head_sha) if sha],
-                      [f"+{base_branch}:{base_branch}",
-                       f"+{forge.pull_refspec(pr.number)}:refs/pull-heads/{pr.number}"], refresh=not pr.base_sha)
-        base_tip = pr.base_sha or mirror.resolve(base_branch)
-    except GitError as err:
-        return DiffReport(pr.base_sha, pr.head_sha, error=str(err))
+    base_branch, pull_ref = f"refs/heads/{pr.base_ref}", f"refs/pull-heads/{pr.number}"
+    mirror.ensure(forge.authenticated_clone_url(pr.repo.clone_url, pr.repo.full_name), [],
+                  [f"+{base_branch}:{base_branch}",
+                   f"+{forge.pull_refspec(pr.number)}:{pull_ref}"], refresh=True)
+    if mirror.resolve(pull_ref) != pr.head_sha:  # the forge may move its ref a moment after it tells
+        live = forge.pull_state(pr.repo.full_name, pr.number)
+        if (live.head_sha, live.base_ref) != (pr.head_sha, pr.base_ref):
+            return None
+        mirror.ensure(forge.authenticated_clone_url(pr.repo.clone_url, pr.repo.full_name), [pr.head_sha],
+                      [f"+{forge.pull_refspec(pr.number)}:{pull_ref}"])
+    # The repo config in force is the base branch's as fetched now, never a commit a payload names.
+    return Fetched(mirror, mirror.resolve(base_branch))
+
+
+def build_report(rt: runtime.Runtime, pr: PullRequest, fetched: Fetched) -> DiffReport:
+    """Diff the merge base against the head (as the PR's files view does), with the server's grants
+    and any change to `.gitops.yaml` reviewed."""
+    mirror, base_tip = fetched.mirror, fetched.base_tip
     base_sha = mirror.merge_base(base_tip, pr.head_sha) or base_tip
     base, head = mirror.snapshot(base_sha), mirror.snapshot(pr.head_sha)
-    return diff_snapshots(
-        base, head, config_snapshot=mirror.snapshot(base_tip), base_sha=base_sha, head_sha=pr.head_sha,
+    changed = mirror.changed_paths(base_sha, pr.head_sha)
+    config = mirror.snapshot(base_tip)
+    report = diff_snapshots(
+        base, head, config_snapshot=config, base_sha=base_sha, head_sha=pr.head_sha,
         branch=pr.base_ref, default_branch=pr.repo.default_branch,
-        changed=mirror.changed_paths(base_sha, pr.head_sha), server_rules=rt.server.ignore,
+        changed=changed, server_rules=rt.server.ignore,
         clusters=set(rt.server.clusters), timeout=rt.server.render_timeout)
+    return governance.review(report, server=rt.server, repo=pr.repo.full_name, base=config, head=head,
+                             changed=changed, branch=pr.base_ref, default_branch=pr.repo.default_branch)
 
 
 @measured("commands")
@@ -141,22 +171,31 @@ def deploy_push(repo: dict[str, Any], branch: str, sha: str, actor: str, pull: i
                 environment: str | None = None) -> dict[str, Any]:
     """Deploy each environment of `branch` that has a cluster (or only `environment`) at `sha`.
 
-    An empty `sha` means the branch's tip. The repo config is read at the commit that landed.
+    An empty `sha` means the branch's tip. What deploys where is read from `.gitops.yaml` on the
+    repository's default branch, as the forge names it now: a push to any other branch can never
+    declare itself an environment. Only a commit on the branch's current history deploys.
     """
     rt = runtime.current()
     source = repo_from_plain(repo)
     forge = rt.forge(source.forge)
     mirror = rt.mirrors.get(source.forge, source.full_name)
+    default = forge.default_branch(source.full_name)
     mirror.ensure(forge.authenticated_clone_url(source.clone_url, source.full_name), [sha] if sha else [],
-                  [f"+refs/heads/{branch}:refs/heads/{branch}"], refresh=not sha)
-    sha = sha or mirror.resolve(f"refs/heads/{branch}")
+                  [f"+refs/heads/{b}:refs/heads/{b}" for b in dict.fromkeys((branch, default))], refresh=True)
+    tip = mirror.resolve(f"refs/heads/{branch}")
+    sha = sha or tip
+    if not mirror.is_ancestor(sha, tip):
+        log.warning("deploy skipped: the commit is not on the branch", extra={
+            "repo": source.full_name, "branch": branch, "sha": sha, "tip": tip})
+        return {"skipped": f"{sha[:7]} is not on the current history of {branch}"}
     try:
-        config = read_repo_config(mirror.snapshot(sha), source.default_branch, set(rt.server.clusters))
+        config = read_repo_config(mirror.snapshot(mirror.resolve(f"refs/heads/{default}")), default,
+                                  set(rt.server.clusters))
     except ConfigError as err:
         log.warning("deploy skipped: the repo config is broken", extra={"repo": source.full_name, "sha": sha})
         if pull:
             forge.create_comment(source.full_name, pull, f"{deploy_report.marker(rt.settings.name)}\n"
-                                 f"❌ **Deploy of `{sha[:7]}` skipped:** {err}\n")
+                                 f"❌ **Deploy of `{sha[:7]}` skipped:** `.gitops.yaml` on `{default}`: {err}\n")
         return {"error": str(err)}
     envs = [e for e in config.for_branch(branch) if e.cluster and environment in (None, e.name)]
     return {e.name: deploy_environment(rt, Target(source, e, sha, actor, pull), mirror, forge) for e in envs}
@@ -184,6 +223,11 @@ def _deploy_locked(rt: runtime.Runtime, state: Environments, lease: Lease, targe
                    forge: Forge | None) -> None:
     ref, started = target.ref, time.time()
     fleet = FleetMetrics(rt.store.redis, rt.store.prefix)
+    refusal = rt.server.refusal(target.repo.full_name, target.env)
+    if refusal:
+        state.finish(lease, Record(target.sha, target.actor, started, "refused", error=refusal))
+        fleet.deploy(target.env.name, "refused")
+        return
     hold = state.hold(ref)
     if hold:
         state.defer(lease, target.actor)

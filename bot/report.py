@@ -7,7 +7,8 @@ import json
 import re
 from typing import Any
 
-from bot.diff import Change, Counts, DiffReport, EnvironmentDiff
+from bot.config import REPO_CONFIG_FILE
+from bot.diff import Change, ConfigReview, Counts, DiffReport, EnvironmentDiff
 
 OP_WORDS = {"+": "added", "~": "changed", "-": "removed"}
 PART_RESERVE = 300
@@ -83,6 +84,33 @@ def _header(report: DiffReport, name: str) -> str:
     return "\n".join(lines)
 
 
+def _config_review(review: ConfigReview) -> str:
+    """The section that says how the change redefines environments, ahead of every diff."""
+    lines = [f"#### ⚠️ This pull request changes {code(REPO_CONFIG_FILE)}", ""]
+    branch = review.branch
+    lines.append(f"Once merged into {code(clip(branch))}, it decides what deploys where, and who may deploy."
+                 if review.governs else
+                 f"It does not land on the default branch, so deploys keep following the default branch's "
+                 f"{code(REPO_CONFIG_FILE)}; it decides the diffs of pull requests into {code(clip(branch))}.")
+    if review.error:
+        return "\n".join(lines + ["", "**The new file cannot be read:**", "",
+                                  fenced(clip(review.error, MESSAGE_CHARS), "text")])
+    if not review.changes:
+        return "\n".join(lines + ["", "No environment changes."])
+    lines += ["", "| Environment | Change |", "|---|---|"]
+    for change in review.changes:
+        if change.op == "changed":
+            what = "; ".join(f"{field} {code(clip(old))} → {code(clip(new))}" for field, old, new in change.fields)
+        else:
+            what = f"**{change.op}**" + (": " if change.fields else "") + ", ".join(
+                f"{field} {code(clip(new))}" for field, _, new in change.fields)
+        refusal = review.refusals.get(change.name)
+        if refusal:
+            what += f" · ⛔ {clip(refusal, MESSAGE_CHARS)}"
+        lines.append(f"| {code(clip(change.name))} | {what.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines)
+
+
 def _env_header(env: EnvironmentDiff, continued: bool = False, budget: int = MESSAGE_CHARS) -> str:
     """The environment's title, and unless `continued` its outcome, in about `budget` characters."""
     target = f" → cluster {code(clip(env.cluster))}" if env.cluster else ""
@@ -91,6 +119,8 @@ def _env_header(env: EnvironmentDiff, continued: bool = False, budget: int = MES
     if continued:
         return title
     lines = [title, ""]
+    if env.refusal:
+        lines += [f"⛔ **Deploys refused:** {clip(env.refusal, MESSAGE_CHARS)}", ""]
     if env.error:
         lines += ["**Render failed:**", "", fenced(clip(env.error, min(budget, MESSAGE_CHARS)), "text")]
     elif env.unchanged_inputs:
@@ -138,6 +168,8 @@ def _truncate(text: str, budget: int) -> str:
 def markdown_blocks(report: DiffReport, name: str, limit: int) -> list[tuple[str, str | None]]:
     """The comment as (block, environment header to repeat if a part starts here) pairs."""
     blocks: list[tuple[str, str | None]] = [(_header(report, name), None)]
+    if report.config:
+        blocks.append((_config_review(report.config), None))
     for env in report.environments:
         blocks.append((_env_header(env, budget=(limit - PART_RESERVE) // 4), None))
         continued = _env_header(env, continued=True)
@@ -184,8 +216,13 @@ def text(report: DiffReport, colour: bool = False) -> str:
     out = []
     if report.error:
         out.append(paint("error: ", "-") + report.error)
+    if report.config:
+        out.append(paint(f"== {REPO_CONFIG_FILE} changes", "bold"))
+        out += [f"   {line}" for line in _config_lines(report.config)]
     for env in report.environments:
         title = f"== {env.environment} ({env.path}): "
+        if env.refusal:
+            out.append(paint("refused: ", "-") + env.refusal)
         if env.error:
             out.append(paint(title + "render failed", "bold"))
             out.append("   " + env.error)
@@ -201,6 +238,18 @@ def text(report: DiffReport, colour: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
+def _config_lines(review: ConfigReview) -> list[str]:
+    if review.error:
+        return [f"the new file cannot be read: {review.error}"]
+    lines = []
+    for change in review.changes:
+        fields = ", ".join(f"{f} {old} -> {new}" if change.op == "changed" else f"{f} {new}"
+                           for f, old, new in change.fields)
+        refusal = f" (refused: {review.refusals[change.name]})" if change.name in review.refusals else ""
+        lines.append(f"{change.op} {change.name}" + (f": {fields}" if fields else "") + refusal)
+    return lines or ["no environment changes"]
+
+
 # -- JSON --------------------------------------------------------------------------------------
 
 def as_json(report: DiffReport) -> str:
@@ -210,8 +259,14 @@ def as_json(report: DiffReport) -> str:
     data: dict[str, Any] = {
         "base": report.base_sha, "head": report.head_sha, "error": report.error,
         "counts": counts(report.counts),
+        "config": None if report.config is None else {
+            "error": report.config.error, "governs": report.config.governs,
+            "changes": [{"environment": c.name, "op": c.op,
+                         "fields": [{"field": f, "before": old, "after": new} for f, old, new in c.fields],
+                         "refusal": report.config.refusals.get(c.name)} for c in report.config.changes]},
         "environments": [{
             "name": env.environment, "path": env.path, "cluster": env.cluster, "error": env.error,
+            "refusal": env.refusal,
             "unchanged_inputs": env.unchanged_inputs, "warnings": list(env.warnings),
             "counts": counts(env.counts),
             "changes": [{"op": OP_WORDS[c.op], "group": c.key.group, "kind": c.key.kind,

@@ -13,7 +13,7 @@ import redis
 
 from bot import runtime
 from bot.commands import GUARDED, USAGE, Command, authorize, parse, synopsis
-from bot.config import ConfigError, Environment, RepoConfig
+from bot.config import REPO_CONFIG_FILE, ConfigError, Environment, RepoConfig
 from bot.environments import HISTORY_LIMIT, EnvRef, Environments, Hold, Record, Status
 from bot.events import PullRequest, PullRequestEvent, Repo
 from bot.forges.base import Forge, MergeRefused, PullState, Reaction
@@ -62,6 +62,10 @@ class Facts:
     held: str | None = None
     """The author's permission on the forge; looked up only when a guarded command is present."""
     envs: Mapping[str, EnvState] = field(default_factory=dict)
+    merged: RepoConfig | None = None
+    """The repo config the merge would bring, when the pull request changes it (read for `/deploy`)."""
+    merged_error: str | None = None
+    """Why the pull request's `.gitops.yaml` cannot be read, if it cannot."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +192,10 @@ def _deploy(command: Command, facts: Facts, config: RepoConfig, pull: PullState)
         env = candidates[0]
     # The merge deploys every environment of the branch, so the author must be allowed all of them.
     deploys = [env, *(e for e in config.for_branch(env.branch) if e.cluster and e != env)]
-    for each in deploys:
+    if facts.merged_error:
+        return _answer("refused", f"What this pull request's merge would deploy is unknown, as its `.gitops.yaml` "
+                                  f"cannot be read: {facts.merged_error}")
+    for each in dict.fromkeys([*deploys, *_redefined(config, facts.merged, env.branch)]):
         refusal = _guard("deploy", each, facts)
         if refusal:
             return refusal
@@ -207,6 +214,17 @@ def _deploy(command: Command, facts: Facts, config: RepoConfig, pull: PullState)
         return _answer("refused", f"Not merged: {'; '.join(unmet)}.")
     return Verdict(authorize("deploy", env, facts.held or "none", facts.prefix).reason,
                    Merge(env, pull.head_sha, tuple(e.name for e in deploys)))
+
+
+def _redefined(current: RepoConfig, merged: RepoConfig | None, branch: str) -> list[Environment]:
+    """The environments, as the merged config defines them, that the merge deploys or redefines.
+
+    The pull request may lower their `deployers`; each is guarded as both configs define it.
+    """
+    if merged is None:
+        return []
+    return [e for e in merged.environments
+            if e.cluster and (e.branch == branch or current.get(e.name) != e)]
 
 
 def _unmet(requirement: str, pull: PullState) -> str | None:
@@ -370,6 +388,8 @@ class Executor:
     def _run(self, index: int, command: Command, facts: Facts) -> Outcome:
         repo, author = self.request.repo, self.request.author
         facts = replace(facts, envs=self._env_states(facts.config, HISTORY_LIMIT if command.name == "rollback" else 1))
+        if command.name == "deploy" and facts.pull is not None and facts.config is not None:
+            facts = self._with_merged_config(facts, facts.pull)
         verdict = decide(command, facts)
         then = verdict.then
         log.info("slash command decided", extra={
@@ -396,6 +416,23 @@ class Executor:
         except (GitError, ConfigError) as err:
             return replace(facts, pull=pull, held=held, config_error=str(err))
         return replace(facts, pull=pull, held=held, config=config)
+
+    def _with_merged_config(self, facts: Facts, pull: PullState) -> Facts:
+        """`facts` with the repo config the merge would bring, if the pull request changes it."""
+        repo, number = self.request.repo, self.request.number
+        mirror, ref = self.rt.mirrors.get(repo.forge, repo.full_name), f"refs/pull-heads/{number}"
+        try:
+            mirror.ensure(self.url, [pull.head_sha], [f"+{self.forge.pull_refspec(number)}:{ref}"])
+            base = mirror.merge_base(mirror.resolve(f"refs/heads/{pull.base_ref}"), pull.head_sha)
+            if base is not None and REPO_CONFIG_FILE not in mirror.changed_paths(base, pull.head_sha):
+                return facts
+            merged = read_repo_config(mirror.snapshot(pull.head_sha), repo.default_branch,
+                                      set(self.rt.server.clusters))
+        except GitError as err:
+            return replace(facts, merged_error=f"its head could not be fetched ({err})")
+        except ConfigError as err:
+            return replace(facts, merged_error=str(err))
+        return replace(facts, merged=merged)
 
     def _env_states(self, config: RepoConfig | None, history: int) -> dict[str, EnvState]:
         refs = {env.name: self._ref(env) for env in (config.environments if config else ()) if env.cluster}

@@ -106,6 +106,8 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
             return answer(503, status="redis unreachable")
         return answer(200, status="ready")
 
+    if not settings.dashboard_token:
+        log.warning("GITOPS_BOT_DASHBOARD_TOKEN is not set: the dashboard and /api answer this machine only")
     envs = Environments(connection, settings.name)
     app.register_blueprint(dashboard.blueprint(store, settings.dashboard_token, lambda: dashboard.environment_rows(
         envs, lambda ref, sha: commit_url(ref.forge, settings, ref.repo, sha))))

@@ -235,7 +235,7 @@ class KubeTarget:
         """The FakeKubeAPI, or None on a real cluster."""
         tag = uuid.uuid4().hex[:6]
         self.namespace, self.crd_group = f"gb-test-{tag}", f"t{tag}.gitops-bot.test"
-        self.cluster = Cluster("test", kubeconfig, context)
+        self.cluster = Cluster("test", kubeconfig, context, repos=("*",))
         self.rollout_timeout = 10.0 if fake else 180.0
         self.image = "registry.k8s.io/pause:3.10"
         self.stalled_image = "registry.invalid/gitops-bot/never:0"

@@ -36,7 +36,7 @@ def config(tmp_path: Path, kube: FakeKubeAPI | None = None) -> str:
     clusters = ""
     if kube:
         clusters = (f"clusters:\n  staging: {{kubeconfig: {kube.kubeconfig(str(tmp_path / 'kubeconfig'))}, "
-                    f"context: {kube.context}}}\ndeploy: {{rollout_timeout: 10}}\n")
+                    f"context: {kube.context}, repos: ['*']}}\ndeploy: {{rollout_timeout: 10}}\n")
     return f"repos: ['acme/*', 'group/sub/*']\n{clusters}"
 
 
@@ -148,7 +148,9 @@ def test_a_pull_request_cannot_widen_its_own_rights(remote, github, github_bot):
                         "  sneaky: {branch: main, path: loot}\n",
         "loot/stolen.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: stolen}\n"})
     assert "#### `staging` · `apps`" in body and "**1 added, 2 changed, 0 removed** in 1 environment." in body
-    assert "sneaky" not in body and "stolen" not in body and "`.`" not in body
+    # The diff follows the base's config; the head's widening is shown as what it is, a change to review.
+    assert "#### `sneaky`" not in body and "stolen" not in body and "#### `staging` · `.`" not in body
+    assert "| `staging` | path `apps` → `.`; deployers `maintain` → `read` |" in body
 
 
 def test_symlinks_out_of_the_repository_show_an_error_and_nothing_from_outside(remote, github, github_bot):

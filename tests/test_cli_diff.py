@@ -122,8 +122,13 @@ def test_the_bots_own_kubernetes_manifests_render(remote: GitRemote):
     remote.commit("main", files)
     result = gitops_bot(remote.work, "--format", "json", "HEAD~1", "HEAD")
     assert result.returncode == 1, result.stderr
-    added = {(c["kind"], c["namespace"], c["name"]) for c in json.loads(result.stdout)["environments"][0]["changes"]}
+    changes = json.loads(result.stdout)["environments"][0]["changes"]
+    added = {(c["kind"], c["namespace"], c["name"]) for c in changes}
     assert {("Namespace", "", "gitops-bot"), ("Deployment", "gitops-bot", "gitops-bot-web"),
             ("Deployment", "gitops-bot", "gitops-bot-worker"), ("StatefulSet", "gitops-bot", "redis"),
-            ("Service", "gitops-bot", "gitops-bot")} <= added
+            ("Service", "gitops-bot", "gitops-bot"), ("NetworkPolicy", "gitops-bot", "redis")} <= added
     assert not any(kind == "Secret" for kind, _, _ in added)  # secrets are referenced, never embedded
+    diffs = {c["name"]: c["diff"] for c in changes}
+    assert "--requirepass" in diffs["redis"] and "redis://:$(REDIS_PASSWORD)@redis:6379/0" in diffs["gitops-bot-worker"]
+    for workload in ("gitops-bot-web", "gitops-bot-worker"):
+        assert "runAsUser: 10001" in diffs[workload]  # numeric, as runAsNonRoot needs

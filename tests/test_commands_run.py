@@ -3,6 +3,7 @@ what it asks the forge, how often, and what a retry of it does."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,9 @@ class RecordingForge:
 
     def authenticated_clone_url(self, url: str, repo: str) -> str:
         return url
+
+    def pull_refspec(self, number: int) -> str:
+        return f"refs/pull/{number}/head"
 
     def bot_login(self) -> str:
         return "gitops-bot"
@@ -72,15 +76,18 @@ def forge() -> RecordingForge:
 @pytest.fixture
 def rt(tmp_path: Path, redis_server, redis, forge) -> runtime.Runtime:
     settings = Settings(redis_url=redis_server.url, data_dir=tmp_path / "data", github_token=TOKEN)
-    server = ServerConfig(repos=("*",), clusters={"staging": Cluster("staging", "/dev/null")})
+    server = ServerConfig(repos=("*",), clusters={"staging": Cluster("staging", "/dev/null", repos=("*",))})
     made = runtime.Runtime(settings, server, Store(redis, settings.name))
     made._forges["github"] = forge  # type: ignore[assignment]
     return made
 
 
 @pytest.fixture
-def repo(remote: GitRemote) -> Repo:
+def repo(remote: GitRemote, forge: RecordingForge) -> Repo:
     remote.commit("main", {".gitops.yaml": CONFIG, "apps/cm.yaml": "kind: ConfigMap\n"}, "base")
+    head = remote.commit("feature", {"apps/cm.yaml": "kind: ConfigMap\ndata: {}\n"}, "change", parent="main")
+    remote.set_ref("refs/pull/7/head", head)
+    forge.state = replace(forge.state, head_sha=head)
     return Repo("github", "acme/infra", remote.url, "main")
 
 

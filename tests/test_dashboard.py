@@ -28,7 +28,7 @@ def deployed(tmp_path: Path, remote, redis_server, redis):
     """A bot whose `staging` environment was deployed by a push, then locked."""
     with FakeGitHub(bot_login="gitops-bot") as github, FakeKubeAPI() as kube:
         kubeconfig = kube.kubeconfig(str(tmp_path / "kubeconfig"))
-        config = (f'repos: ["acme/*"]\nclusters:\n  staging: {{kubeconfig: {kubeconfig}, context: {kube.context}}}\n')
+        config = (f'repos: ["acme/*"]\nclusters:\n  staging: {{kubeconfig: {kubeconfig}, context: {kube.context}, repos: ["*"]}}\n')
         github.add_repo(REPO, clone_url=remote.url)
         bot = Bot(bot_env(tmp_path, redis_server.url, config, GITHUB_WEBHOOK_SECRET=SECRET, GITHUB_TOKEN=TOKEN,
                           GITHUB_API_URL=github.url, GITOPS_BOT_DASHBOARD_TOKEN=DASHBOARD_TOKEN))

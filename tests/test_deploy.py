@@ -543,7 +543,7 @@ def test_a_pending_deploy_is_announced_then_reported_on_unlock(forge, kube_targe
 def test_gitops_bot_deploy_by_hand(scenario, kube_target, remote, tmp_path, monkeypatch, capsys, redis_server):
     context = f", context: {kube_target.cluster.context}" if kube_target.cluster.context else ""
     (tmp_path / "bot.yaml").write_text(f"repos: ['acme/*']\nclusters:\n  test: {{kubeconfig: "
-                                       f"{kube_target.cluster.kubeconfig}{context}}}\n"
+                                       f"{kube_target.cluster.kubeconfig}{context}, repos: ['*']}}\n"
                                        f"deploy: {{rollout_timeout: {kube_target.rollout_timeout}}}\n")
     monkeypatch.setenv("GITOPS_BOT_CONFIG", str(tmp_path / "bot.yaml"))
     monkeypatch.setenv("GITOPS_BOT_NAME", scenario.rt.settings.name)

@@ -37,7 +37,7 @@ def kube() -> Iterator[FakeKubeAPI]:
 def scenario(request, tmp_path: Path, remote, redis_server, redis, kube) -> Iterator[ForgeScenario]:
     kubeconfig = kube.kubeconfig(str(tmp_path / "staging.kubeconfig"))
     config = (f"repos: ['acme/*', 'group/sub/*']\nclusters:\n  staging: {{kubeconfig: {kubeconfig}, "
-              f"context: {kube.context}}}\ndeploy: {{rollout_timeout: 10}}\n")
+              f"context: {kube.context}, repos: ['*']}}\ndeploy: {{rollout_timeout: 10}}\n")
     forge = FakeGitHub(bot_login="gitops-bot") if request.param == "github" else \
         FakeGitLab(bot_username="gitops-bot", token=TOKEN)
     with contextlib.ExitStack() as stack:

@@ -32,7 +32,7 @@ def kube():
 
 def server_config(tmp_path: Path, kube: FakeKubeAPI, repos: str) -> str:
     kubeconfig = kube.kubeconfig(str(tmp_path / "staging.kubeconfig"))
-    return (f"repos: [{repos!r}]\nclusters:\n  staging: {{kubeconfig: {kubeconfig}, context: {kube.context}}}\n"
+    return (f"repos: [{repos!r}]\nclusters:\n  staging: {{kubeconfig: {kubeconfig}, context: {kube.context}, repos: ['*']}}\n"
             "deploy: {rollout_timeout: 10}\n")
 
 

@@ -33,7 +33,7 @@ def kube():
 @pytest.fixture
 def bot(tmp_path: Path, redis_server, redis, github, kube):
     kubeconfig = kube.kubeconfig(str(tmp_path / "kubeconfig"))
-    config = (f"repos: ['acme/*']\nclusters:\n  staging: {{kubeconfig: {kubeconfig}, context: {kube.context}}}\n"
+    config = (f"repos: ['acme/*']\nclusters:\n  staging: {{kubeconfig: {kubeconfig}, context: {kube.context}, repos: ['*']}}\n"
               "deploy: {rollout_timeout: 10}\nreconcile: {interval: 0}\n")
     instance = Bot(bot_env(tmp_path, redis_server.url, config, GITHUB_WEBHOOK_SECRET=SECRET, GITHUB_TOKEN=TOKEN,
                            GITHUB_API_URL=github.url))

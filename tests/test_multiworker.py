@@ -116,7 +116,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 def setup(tmp_path, remote, redis_server, redis):
     with FakeGitHub(bot_login="gitops-bot") as github, FakeKubeAPI(namespaces=("default", *ENVS)) as kube:
         kubeconfig = kube.kubeconfig(str(tmp_path / "kubeconfig"))
-        config = (f"repos: ['acme/*']\nclusters:\n  kube: {{kubeconfig: {kubeconfig}, context: {kube.context}}}\n"
+        config = (f"repos: ['acme/*']\nclusters:\n  kube: {{kubeconfig: {kubeconfig}, context: {kube.context}, repos: ['*']}}\n"
                   "deploy: {rollout_timeout: 10}\nreconcile: {interval: 0}\n")
         bot = Bot(bot_env(tmp_path, redis_server.url, config, GITHUB_WEBHOOK_SECRET=SECRET, GITHUB_TOKEN=TOKEN,
                           GITHUB_API_URL=github.url))

@@ -23,7 +23,7 @@ CONFIG = ".gitops.yaml"
 def setup(tmp_path: Path, remote, redis_server, redis):
     with FakeGitHub(bot_login="gitops-bot") as github, FakeKubeAPI() as kube:
         kubeconfig = kube.kubeconfig(str(tmp_path / "kubeconfig"))
-        config = f'repos: ["acme/*"]\nclusters:\n  staging: {{kubeconfig: {kubeconfig}, context: {kube.context}}}\n'
+        config = f'repos: ["acme/*"]\nclusters:\n  staging: {{kubeconfig: {kubeconfig}, context: {kube.context}, repos: ["*"]}}\n'
         bot = Bot(bot_env(tmp_path, redis_server.url, config, GITHUB_WEBHOOK_SECRET=SECRET,
                           GITHUB_TOKEN="ghp_reconcileTOKEN01234567", GITHUB_API_URL=github.url))
         yield bot, github, kube, remote

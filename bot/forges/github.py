@@ -229,6 +229,9 @@ class GitHubForge:
     def _repo(self, repo: str):
         return self.client(repo).get_repo(repo)  # lazy: the client was made with lazy=True
 
+    def default_branch(self, repo: str) -> str:
+        return _call("read repository", lambda: self._repo(repo).default_branch)
+
     def _issue(self, repo: str, number: int):
         return self._repo(repo).get_issue(number)
 

@@ -204,6 +204,9 @@ class GitLabForge:
     def _project(self, repo: str) -> Any:
         return self._gl.projects.get(repo, lazy=True)  # by full path, so nested groups just work
 
+    def default_branch(self, repo: str) -> str:
+        return _call("read project", lambda: self._gl.projects.get(repo).default_branch)
+
     def _mr(self, repo: str, number: int) -> Any:
         return self._project(repo).mergerequests.get(number, lazy=True)
 
