@@ -87,6 +87,8 @@ class ServerConfig:
     render_sandbox: bool = True
     """Kustomize and Helm run boxed (no network, no file outside the exported tree), or not at all.
     Off only for a local trial on a machine that cannot box them."""
+    fetch_timeout: float = 300.0
+    """Seconds one `git fetch` may take before it is stopped and reported."""
     allow_local_urls: bool = False
     """Whether a payload's `file://` URL or local path is cloned as it is (local trials and tests);
     otherwise clone URLs are built from the configured forge and the repository's path."""
@@ -177,6 +179,14 @@ class _Reader:
             raise ConfigError(self.file, self._path(key), f"expected a list of strings, got {_kind(value)}")
         return tuple(value)
 
+    def seconds(self, key: str, default: float, zero: str | None = None) -> float:
+        """A duration in seconds, above 0 (or 0 too, when `zero` says what 0 means)."""
+        value = float(self.get(key, (int, float), default))
+        if value < 0 or value == 0 and zero is None:
+            floor = "0 or more (0 " + zero + ")" if zero else "above 0"
+            raise ConfigError(self.file, self._path(key), f"expected a number of seconds {floor}, got {value:g}")
+        return value
+
     def child(self, key: str) -> "_Reader | None":
         value = self.data.get(key)
         return None if value is None else _Reader(self.file, value, self._path(key))
@@ -241,20 +251,23 @@ def parse_server_config(text: bytes, file: str = "config/bot.yaml") -> ServerCon
     if not prefix or any(c.isspace() for c in prefix):
         raise ConfigError(file, "commands.prefix", "expected a non-empty prefix without spaces")
     diff = top.child("diff")
-    render, deploy, reconcile, git = top.child("render"), top.child("deploy"), top.child("reconcile"), top.child("git")
-    for section, known in ((render, {"timeout", "sandbox"}), (deploy, {"rollout_timeout"}),
-                           (reconcile, {"interval"}), (git, {"allow_local_urls"}), (commands, {"prefix"}),
-                           (diff, {"ignore"})):
+    sections = {name: top.child(name) or _Reader(file, {}, name) for name in ("render", "deploy", "reconcile", "git")}
+    for name, known in (("render", {"timeout", "sandbox"}), ("deploy", {"rollout_timeout"}),
+                        ("reconcile", {"interval"}), ("git", {"allow_local_urls", "fetch_timeout"})):
+        sections[name].reject_unknown(known)
+    for section, known in ((commands, {"prefix"}), (diff, {"ignore"})):
         if section:
             section.reject_unknown(known)
+    render, deploy, reconcile, git = (sections[n] for n in ("render", "deploy", "reconcile", "git"))
     return ServerConfig(
         repos=top.strings("repos"), clusters=clusters, command_prefix=prefix,
         ignore=_ignore_rules(diff) if diff else (),
-        render_timeout=float(render.get("timeout", (int, float), 60.0)) if render else 60.0,
-        rollout_timeout=float(deploy.get("rollout_timeout", (int, float), 300.0)) if deploy else 300.0,
-        reconcile_interval=float(reconcile.get("interval", (int, float), 600.0)) if reconcile else 600.0,
-        render_sandbox=render.get("sandbox", bool, True) if render else True,
-        allow_local_urls=git.get("allow_local_urls", bool, False) if git else False,
+        render_timeout=render.seconds("timeout", 60.0),
+        rollout_timeout=deploy.seconds("rollout_timeout", 300.0),
+        reconcile_interval=reconcile.seconds("interval", 600.0, zero="turns the periodic run off"),
+        render_sandbox=render.get("sandbox", bool, True),
+        allow_local_urls=git.get("allow_local_urls", bool, False),
+        fetch_timeout=git.seconds("fetch_timeout", 300.0),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import os
 import re
@@ -10,9 +11,11 @@ import stat
 import subprocess
 import tarfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterable, Iterator, NamedTuple, Protocol
+from urllib.parse import quote
 
 import git
 
@@ -23,6 +26,11 @@ SYMLINK_MODE = "120000"
 MAX_SYMLINK_HOPS = 40  # as Linux allows
 STREAM_FROM = 16
 """Reading this many blobs or more starts a `git cat-file` of its own, to stream them."""
+FETCH_TIMEOUT = 300.0
+"""Seconds one `git fetch` may take before it is killed; it holds the mirror's lock meanwhile."""
+LOW_SPEED_SECONDS = 30
+"""Seconds an https fetch may move less than a kilobyte per second before git gives up on it."""
+MAX_MIRROR_NAME = 200
 _LS_TREE_BLOB = re.compile(r"(\d+) blob ([0-9a-f]+)\t([^\0]*)\0")
 _LS_TREE_SYMLINK = re.compile(SYMLINK_MODE + r" blob [0-9a-f]+\t([^\0]*)\0")
 
@@ -147,9 +155,9 @@ class RepoPaths:
 class Mirror:
     """One bare mirror of a repository. Fetches happen under a file lock, so workers can share it."""
 
-    def __init__(self, path: Path, repo: git.Repo | None = None):
+    def __init__(self, path: Path, repo: git.Repo | None = None, fetch_timeout: float = FETCH_TIMEOUT):
         """A mirror at `path`, created bare if absent; or a view of an existing `repo`."""
-        self.path = path
+        self.path, self.fetch_timeout = path, fetch_timeout
         if repo is None and not (path / "HEAD").exists():
             path.mkdir(parents=True, exist_ok=True)
             git.Repo.init(path, bare=True)
@@ -192,12 +200,17 @@ class Mirror:
             raise GitError(f"commit {missing[0][:12]} could not be fetched{reason}")
 
     def _fetch(self, url: str, refspecs: list[str]) -> list[str]:
-        """Fetch, returning the error (credentials masked) instead of raising."""
+        """Fetch, returning the error (credentials masked) instead of raising; a fetch that runs out of
+        time raises at once, as the next would only wait as long."""
+        started = time.monotonic()
         try:
-            self.repo.git.fetch("--quiet", "--no-tags", "--", url, *refspecs,
-                                env={"GIT_TERMINAL_PROMPT": "0"})
+            self.repo.git.fetch("--quiet", "--no-tags", "--", url, *refspecs, kill_after_timeout=self.fetch_timeout,
+                                env={"GIT_TERMINAL_PROMPT": "0", "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+                                     "GIT_HTTP_LOW_SPEED_TIME": str(LOW_SPEED_SECONDS)})
             return []
         except git.GitCommandError as err:
+            if time.monotonic() - started >= self.fetch_timeout:
+                raise GitError(f"git fetch took longer than {self.fetch_timeout:g} s and was stopped") from None
             return [_mask_urls(str(err.stderr or "").strip().removeprefix("stderr: ").strip("'"))[-300:]]
 
     def resolve(self, ref: str) -> str:
@@ -437,9 +450,17 @@ class WorkTreeSnapshot(Snapshot):
 class Mirrors:
     """Mirrors under the data dir, one per forge and repository."""
 
-    def __init__(self, data_dir: Path):
-        self.root = data_dir / "mirrors"
+    def __init__(self, data_dir: Path, fetch_timeout: float = FETCH_TIMEOUT):
+        self.root, self.fetch_timeout = data_dir / "mirrors", fetch_timeout
 
     def get(self, forge: str, full_name: str) -> Mirror:
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", full_name.replace("/", "__"))
-        return Mirror(self.root / forge / f"{safe}.git")
+        return Mirror(self.root / forge / f"{mirror_name(full_name)}.git", fetch_timeout=self.fetch_timeout)
+
+
+def mirror_name(full_name: str) -> str:
+    """A file name for a repository's mirror. Percent-encoding is injective, so two repositories never
+    share a mirror (`grp/sub/app`, `grp__sub/app`, `grp/sub__app`); a long name is cut and hashed."""
+    name = quote(full_name, safe="")
+    if len(name) > MAX_MIRROR_NAME:
+        name = f"{name[:MAX_MIRROR_NAME - 65]}-{hashlib.sha256(full_name.encode()).hexdigest()}"
+    return name

@@ -41,7 +41,7 @@ class Runtime:
 
     @cached_property
     def mirrors(self) -> Mirrors:
-        return Mirrors(self.settings.data_dir)
+        return Mirrors(self.settings.data_dir, self.server.fetch_timeout)
 
 
 _current: Runtime | None = None

@@ -82,7 +82,7 @@ def test_a_base_branch_that_moved_on_is_fetched_again(scenario, bot, gitlab):
     retarget["changes"] = {"target_branch": {"previous": "develop", "current": "main"}}
     assert scenario.deliver(retarget).status == 202
     bot.work()
-    mirror = bot.settings.data_dir / "mirrors" / "gitlab" / "group__sub__infra.git"
+    mirror = bot.settings.data_dir / "mirrors" / "gitlab" / "group%2Fsub%2Finfra.git"
     assert git(mirror, "rev-parse", "refs/heads/main") == moved
     (note,) = scenario.comments()
     assert "**1 added, 2 changed, 0 removed**" in note["body"]  # still against the merge base

@@ -330,3 +330,17 @@ def test_check_config_refuses_a_cluster_without_its_grant(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == (f"{server}: clusters.staging.repos: expected the repository globs granted "
                                      'this cluster, such as ["acme/infra"]')
+
+
+@pytest.mark.parametrize("text_, key, expected", [
+    ("render: {timeout: 0}\n", "render.timeout", "expected a number of seconds above 0, got 0"),
+    ("deploy: {rollout_timeout: -5}\n", "deploy.rollout_timeout", "expected a number of seconds above 0, got -5"),
+    ("git: {fetch_timeout: 0}\n", "git.fetch_timeout", "expected a number of seconds above 0, got 0"),
+    ("reconcile: {interval: -1}\n", "reconcile.interval",
+     "expected a number of seconds 0 or more (0 turns the periodic run off), got -1"),
+])
+def test_durations_must_be_positive(text_, key, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_server_config(text_.encode())
+    assert (caught.value.key, caught.value.expected) == (key, expected)
+    assert parse_server_config(b"reconcile: {interval: 0}\n").reconcile_interval == 0
