@@ -80,12 +80,15 @@ def blueprint(store: Store, token: str | None, environments: Callable[[], list[d
         return {"environments": environments(), "deliveries": store.recent_deliveries(),
                 "queues": queues(store), "generated_at": time.time()}
 
+    @pages.errorhandler(redis.RedisError)
+    def redis_down(_: redis.RedisError) -> Response | tuple[str, int]:
+        if request.path.startswith("/api/"):
+            return Response('{"error": "redis unreachable"}', status=503, mimetype="application/json")
+        return render_template_string(PAGE_DOWN, refresh=REFRESH_SECONDS), 503
+
     @pages.get("/api/state")
     def state() -> Response:
-        try:
-            return jsonify(data())
-        except redis.RedisError:
-            return Response('{"error": "redis unreachable"}', status=503, mimetype="application/json")
+        return jsonify(data())
 
     @pages.get("/api/environments")
     def api_environments() -> Response:
@@ -100,11 +103,8 @@ def blueprint(store: Store, token: str | None, environments: Callable[[], list[d
         return jsonify(queues(store))
 
     @pages.get("/")
-    def index() -> str | tuple[str, int]:
-        try:
-            return render_template_string(PAGE, refresh=REFRESH_SECONDS, ago=_ago, **data())
-        except redis.RedisError:
-            return render_template_string(PAGE_DOWN, refresh=REFRESH_SECONDS), 503
+    def index() -> str:
+        return render_template_string(PAGE, refresh=REFRESH_SECONDS, ago=_ago, **data())
 
     return pages
 

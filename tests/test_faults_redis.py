@@ -41,6 +41,9 @@ def test_redis_down_answers_503_fast_and_recovers_without_a_restart(bot, own_red
     assert time.monotonic() - started < 1.0
     assert bot.get("/readyz").status == 503
     assert bot.get("/healthz").status == 200
+    for path in ("/api/state", "/api/environments", "/api/deliveries", "/api/queues"):
+        answer = bot.get(path)
+        assert (answer.status, answer.body) == (503, {"error": "redis unreachable"}), path
 
     own_redis.start()
     assert bot.get("/readyz").status == 200
