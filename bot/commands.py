@@ -31,6 +31,10 @@ USAGE = {
     "help": Usage("", "this message"),
 }
 KNOWN = tuple(USAGE)
+MAX_COMMANDS = 10
+"""Commands run from one comment; the rest are answered, not run."""
+MAX_REASON = 200
+"""Characters in a `/lock` reason: it is shown in every `/status` and on the dashboard."""
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
@@ -55,6 +59,8 @@ class Command:
         usage = USAGE[self.name]
         if len(self.args) < usage.least or (usage.most is not None and len(self.args) > usage.most):
             return f"usage: `{synopsis(self.name, prefix)}`"
+        if self.name == "lock" and len(" ".join(self.args[1:])) > MAX_REASON:
+            return f"a lock's reason is at most {MAX_REASON} characters"
         return None
 
 

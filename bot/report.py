@@ -45,6 +45,15 @@ def clip(text: str, limit: int = NAME_CHARS) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def fit(body: str, limit: int) -> str:
+    """`body` cut at a line to at most `limit` characters, saying so, for a comment the forge would refuse."""
+    if len(body) <= limit:
+        return body
+    note = "\n\n… (cut to fit the forge's limit on a comment)\n"
+    kept = body[:limit - len(note)].rpartition("\n")[0]
+    return kept + note
+
+
 def short(sha: str) -> str:
     return sha[:7] if re.fullmatch(r"[0-9a-f]{40}", sha) else sha
 

@@ -22,6 +22,7 @@ from bot.intake import deploy_job, diff_job
 from bot.logs import Masker
 from bot.pipeline import read_repo_config
 from bot.queue import JobSpec
+from bot.report import fit
 from bot.rollback import Identity, RollbackError, roll_back
 
 log = logging.getLogger("gitops_bot.slash")
@@ -506,7 +507,7 @@ class Executor:
             return
         try:
             self.forge.create_comment(self.request.repo.full_name, self.request.number,
-                                      Masker(self.rt.settings.secrets())(body))
+                                      fit(Masker(self.rt.settings.secrets())(body), self.forge.comment_limit))
         except Exception:
             self.journal.unclaim_reply()  # a retry of the job replies
             raise
