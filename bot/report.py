@@ -17,6 +17,8 @@ NAME_CHARS = 300
 """Longest name or path shown whole: every block must fit in one comment, whatever the repository holds."""
 MESSAGE_CHARS = 4_000
 """Longest error or warning shown whole."""
+MAX_PARTS = 5
+"""Comments one diff may take; a larger diff is summed up in one."""
 
 
 def marker(name: str) -> str:
@@ -191,8 +193,36 @@ def markdown_blocks(report: DiffReport, name: str, limit: int) -> list[tuple[str
     return blocks
 
 
-def markdown(report: DiffReport, name: str, limit: int = 65_536) -> list[str]:
-    """The comment, split at object boundaries into parts of at most `limit` characters."""
+def _summary(report: DiffReport, name: str, budget: int, parts: int, max_parts: int) -> str:
+    """The counts of every environment and the largest changes, in one comment: the whole diff would
+    take more comments than a thread should hold."""
+    blocks = [_header(report, name)]
+    if report.config:
+        blocks.append(_config_review(report.config))
+    blocks += [_env_header(env, budget=budget // 8) for env in report.environments]
+    base, head = short(report.base_sha), short(report.head_sha)
+    blocks.append(f"**The whole diff would take {parts} comments**, more than the {max_parts} a pull request "
+                  f"gets, so here are its largest changes. See every change with "
+                  f"`gitops-bot diff {base} {head}` in a clone of the repository.")
+    changes = sorted(((env, c) for env in report.environments for c in env.changes),
+                     key=lambda pair: len(pair[1].diff), reverse=True)
+    rows, used = ["| | Object | Environment | Source | Lines |", "|---|---|---|---|---:|"], 0
+    room = budget - sum(len(b) + 2 for b in blocks) - 200
+    for env, change in changes:
+        cells = (change.op, code(clip(str(change.key), 120)), code(clip(env.environment, 60)),
+                 code(clip(change.source, 120)), f"{change.diff.count(chr(10)) + 1:,}")
+        row = "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+        if used + len(row) + 1 > room:
+            break
+        rows.append(row)
+        used += len(row) + 1
+    more = len(changes) - (len(rows) - 2)
+    return "\n\n".join([*blocks, "\n".join(rows)] + ([f"… and {more:,} more changes."] if more else []))
+
+
+def markdown(report: DiffReport, name: str, limit: int = 65_536, max_parts: int | None = MAX_PARTS) -> list[str]:
+    """The comment, split at object boundaries into parts of at most `limit` characters; past
+    `max_parts`, one summary comment instead."""
     head = marker(name)
     parts: list[list[str]] = [[]]
     size = 0
@@ -204,6 +234,8 @@ def markdown(report: DiffReport, name: str, limit: int = 65_536) -> list[str]:
         parts[-1].append(block)
         size += len(block) + 2
     total = len(parts)
+    if max_parts is not None and total > max_parts:
+        return [f"{head}\n{_summary(report, name, limit - PART_RESERVE, total, max_parts)}\n"]
     bodies = []
     for number, blocks in enumerate(parts, 1):
         title = [head]

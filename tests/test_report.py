@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -83,7 +84,7 @@ def balanced(part: str) -> bool:
 @pytest.mark.parametrize("limit", [4_000, 10_000, 65_536])
 def test_splitting_keeps_blocks_whole_and_parts_under_the_limit(limit):
     changes = [change(name=f"web-{i:03}", diff="\n".join(f"+  line {j}" for j in range(40))) for i in range(120)]
-    parts = markdown(report(env(*changes)), "bot", limit)
+    parts = markdown(report(env(*changes)), "bot", limit, max_parts=None)
     assert len(parts) > 1
     for number, part in enumerate(parts, 1):
         assert len(part) <= limit
@@ -130,3 +131,19 @@ def test_the_header_says_when_rendering_failed():
     assert "**0 added, 1 changed, 0 removed** in 1 environment; **rendering failed in 1**." in body
     (body,) = markdown(report(broken), "bot")
     assert "nothing could be compared; **rendering failed in 1**." in body
+
+
+def test_a_diff_too_big_for_a_few_comments_is_summed_up_in_one():
+    changes = [change("~", f"obj-{i:05}") for i in range(3000)]
+    big = replace(changes[1234], diff=changes[1234].diff + "".join(f"+  line{n}: x\n" for n in range(400)))
+    changes[1234] = big
+    full = markdown(report(env(*changes)), "gitops-bot", 20_000, max_parts=None)
+    assert len(full) > 5
+    (summary,) = markdown(report(env(*changes)), "gitops-bot", 20_000)
+    assert len(summary) <= 20_000 and summary.startswith("<!-- gitops-bot:diff:gitops-bot -->\n")
+    assert "| 0 | 3000 | 0 |" in summary  # every environment's counts
+    assert f"**The whole diff would take {len(full)} comments**, more than the 5 a pull request gets" in summary
+    assert "`gitops-bot diff " in summary
+    rows = [line for line in summary.splitlines() if line.startswith("| ~ |")]
+    assert "obj-01234" in rows[0]  # the largest change first
+    assert summary.rstrip().endswith(f"… and {3000 - len(rows):,} more changes.")
