@@ -160,7 +160,11 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     env = dict(os.environ)
     redis_server = None
     if not settings.redis_url:
-        redis_server = RedisServer(settings.data_dir / "redis").start()
+        try:
+            redis_server = RedisServer(settings.data_dir / "redis").start()
+        except RuntimeError as err:
+            print(f"gitops-bot up: {err}", file=sys.stderr)
+            return 1
         env["REDIS_URL"] = redis_server.url
         print(f"gitops-bot: embedded Redis at {redis_server.url} (data in {redis_server.directory})")
     command = [sys.executable, "-m", "bot"]
@@ -182,8 +186,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal was closed
+        signal.signal(signum, stop)
     try:
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.2)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 import redis
 
@@ -46,12 +48,15 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         self.directory.mkdir(parents=True, exist_ok=True)
+        lock = self._lock()
         self.process = subprocess.Popen(
             [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port),
              "--dir", str(self.directory), "--appendonly", "yes" if self.appendonly else "no",
              "--save", "", "--protected-mode", "yes", "--logfile", str(self.directory / "redis.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)  # a terminal's Ctrl-C must not stop Redis before its clients
+            start_new_session=True,  # a terminal's Ctrl-C must not stop Redis before its clients
+            pass_fds=(lock.fileno(),))  # the server holds the data dir's lock too, for as long as it runs
+        lock.close()
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout
         while True:
@@ -62,6 +67,17 @@ class RedisServer:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server did not start; see {self.directory / 'redis.log'}")
                 time.sleep(0.02)
+
+    def _lock(self) -> IO[str]:
+        """The data dir's lock: two servers on one append-only file would corrupt it."""
+        handle = open(self.directory / "gitops-bot.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise RuntimeError(f"another Redis is running on {self.directory}: stop the gitops-bot that started "
+                               "it, or set GITOPS_BOT_DATA_DIR to another directory") from None
+        return handle
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -58,3 +58,4 @@ def test_a_stalled_remote_is_given_up_on_and_reported(tmp_path, stalled_remote):
     with pytest.raises(GitError):
         mirror.ensure(stalled_remote, [], ["+refs/heads/main:refs/heads/main"], refresh=True)
     assert time.monotonic() - started < 9
+

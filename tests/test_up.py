@@ -61,3 +61,26 @@ def test_up_starts_serves_a_webhook_end_to_end_and_stops(tmp_path: Path, remote,
     assert any((tmp_path / "data" / "redis").glob("appendonly*"))  # its data survives a restart
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "data" / "redis")], capture_output=True, text=True)
     assert leftover.stdout == ""  # the embedded Redis stopped with it
+
+
+def test_a_closed_terminal_stops_up_and_a_second_up_on_its_data_refuses(tmp_path: Path):
+    port = free_port()
+    (tmp_path / "bot.yaml").write_text('repos: ["acme/*"]\n')
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
+    env.update(GITOPS_BOT_CONFIG=str(tmp_path / "bot.yaml"), GITOPS_BOT_DATA_DIR=str(tmp_path / "data"))
+    up = subprocess.Popen([sys.executable, "-m", "bot", "up", "--port", str(port)], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: Running(f"http://127.0.0.1:{port}").get("/healthz").status == 200, what="/healthz")
+        second = subprocess.run([sys.executable, "-m", "bot", "up", "--port", str(free_port())], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert second.stderr.strip() == (f"gitops-bot up: another Redis is running on {tmp_path / 'data' / 'redis'}: "
+                                         "stop the gitops-bot that started it, or set GITOPS_BOT_DATA_DIR to another "
+                                         "directory")
+    finally:
+        up.send_signal(signal.SIGHUP)
+        output, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, output[-3000:]
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "data" / "redis")], capture_output=True, text=True)
+    assert leftover.stdout == ""
