@@ -38,7 +38,9 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
     fleet = FleetCollector(FleetMetrics(connection, store.prefix), store.queues())
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    # One byte over: a chunked body has no length to refuse up front, and werkzeug cuts it off
+    # silently at the limit, so reading one byte more is how its excess shows.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY + 1
 
     def answer(code: int, **body: Any) -> Response:
         return Response(orjson.dumps(body), status=code, mimetype="application/json")
@@ -46,8 +48,11 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Response:
         if err.code == 413:
-            return answer(413, error=f"body is over {MAX_BODY // (1024 * 1024)} MiB")
+            return too_large()
         return answer(err.code or 500, error=err.description or err.name)
+
+    def too_large() -> Response:
+        return answer(413, error=f"body is over {MAX_BODY // (1024 * 1024)} MiB")
 
     @app.route("/webhooks/<forge>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def webhook(forge: str) -> Response:
@@ -57,8 +62,11 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
         if request.method != "POST":
             return answer(405, error="webhooks are delivered with POST")
         headers = {k.lower(): v for k, v in request.headers.items()}
+        body = request.get_data(cache=False)
+        if len(body) > MAX_BODY:
+            return too_large()
         try:
-            delivery = parser(headers, request.get_data(cache=False), settings)
+            delivery = parser(headers, body, settings)
         except WebhookError as err:
             # Not the event header: unverified senders must not mint label values.
             WEBHOOKS.labels(forge, "unverified", f"refused_{err.status}").inc()
