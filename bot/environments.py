@@ -11,6 +11,8 @@ from typing import Any, Iterator, Literal
 
 import redis
 
+from bot.errors import TemporaryError
+
 HISTORY_LIMIT = 100
 RUN_TTL = 30 * 24 * 3600
 """Seconds the record of one commit's deploy is kept, to answer duplicate triggers."""
@@ -18,7 +20,7 @@ FINAL = ("success", "failure", "refused")
 Outcome = Literal["success", "failure", "refused"]
 
 
-class LockBusy(Exception):
+class LockBusy(TemporaryError):
     """Another deploy of the environment held its lock for longer than we would wait; worth retrying."""
 
 

@@ -15,7 +15,8 @@ from rq import get_current_job
 from bot import deploy, deploy_report, governance, runtime, slash
 from bot.comments import sync_comments
 from bot.metrics import FleetMetrics, measured
-from bot.retries import honour_retry_after
+from bot.errors import TemporaryError
+from bot.retries import retried_as_the_error_says
 from bot.config import ConfigError, Environment
 from bot.diff import DiffReport
 from bot.environments import EnvRef, Environments, Lease, Record
@@ -34,7 +35,7 @@ POST_LOCK_SECONDS = 300
 
 
 @measured("diff")
-@honour_retry_after
+@retried_as_the_error_says
 def diff_pull_request(pull: dict[str, Any], generation: str | None = None) -> dict[str, Any]:
     """Render a pull request's base and head, and bring its diff comment and status up to date."""
     rt = runtime.current()
@@ -85,7 +86,8 @@ def _comment_lock(rt: runtime.Runtime, key: str) -> Iterator[None]:
     if rt.store.redis.get(name) == owner.encode():
         rt.store.redis.delete(name)
     lock = rt.store.redis.lock(name, timeout=POST_LOCK_SECONDS, blocking_timeout=POST_LOCK_SECONDS)
-    lock.acquire(token=owner)
+    if not lock.acquire(token=owner):
+        raise TemporaryError(f"another job held the comment of {key} for {POST_LOCK_SECONDS} s")
     try:
         yield
     finally:
@@ -132,13 +134,13 @@ def build_report(rt: runtime.Runtime, pr: PullRequest, fetched: Fetched) -> Diff
         base, head, config_snapshot=config, base_sha=base_sha, head_sha=pr.head_sha,
         branch=pr.base_ref, default_branch=pr.repo.default_branch,
         changed=changed, server_rules=rt.server.ignore,
-        clusters=set(rt.server.clusters), timeout=rt.server.render_timeout)
+        clusters=set(rt.server.clusters), timeout=rt.server.render_timeout, sandbox=rt.server.render_sandbox)
     return governance.review(report, server=rt.server, repo=pr.repo.full_name, base=config, head=head,
                              changed=changed, branch=pr.base_ref, default_branch=pr.repo.default_branch)
 
 
 @measured("commands")
-@honour_retry_after
+@retried_as_the_error_says
 def run_commands(repo: dict[str, Any], number: int, comment_id: int, body: str, author: str) -> dict[str, Any]:
     """Run the slash commands of a new pull request comment, and answer it."""
     return slash.run(runtime.current(), slash.Request(repo_from_plain(repo), number, comment_id, body, author))
@@ -166,7 +168,7 @@ class Target:
 
 
 @measured("deploy")
-@honour_retry_after
+@retried_as_the_error_says
 def deploy_push(repo: dict[str, Any], branch: str, sha: str, actor: str, pull: int | None = None,
                 environment: str | None = None) -> dict[str, Any]:
     """Deploy each environment of `branch` that has a cluster (or only `environment`) at `sha`.
@@ -264,7 +266,8 @@ def _apply_commit(rt: runtime.Runtime, state: Environments, lease: Lease, target
             mirror.snapshot(target.sha), target.env, cluster,
             deploy.Inventory.of(rt.settings.name, ref.forge, ref.repo, ref.name),
             known_kinds=state.applied_kinds(ref),
-            options=deploy.Options(rt.server.rollout_timeout, rt.server.render_timeout),
+            options=deploy.Options(rt.server.rollout_timeout, rt.server.render_timeout,
+                                   render_sandbox=rt.server.render_sandbox),
             on_plan=lambda plan: state.add_applied_kinds(ref, plan.kinds), check=lease.problem)
     except Exception as err:  # a bug must still end as a failed deploy, with the lock released
         log.exception("deploy crashed", extra={"environment": target.env.name, "sha": target.sha})

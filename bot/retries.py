@@ -1,4 +1,4 @@
-"""Job retries that follow the forge's own word on when to try again."""
+"""Job retries as the error says: a temporary one after its delay, a permanent one never."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any, Callable, TypeVar
 
 from rq import get_current_job
 
-from bot.forges.base import TransientForgeError
+from bot.config import ConfigError
+from bot.errors import PermanentError, TemporaryError
 
 MAX_WAIT = 3600
 """Seconds: a forge asking for longer still gets retried within the hour."""
@@ -17,20 +18,26 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("gitops_bot.retries")
 
 
-def honour_retry_after(job_function: F) -> F:
-    """When the forge says how long to wait (Retry-After, a rate-limit reset), the job's next retry
-    waits that long instead of its usual back-off. RQ reads the interval as the job fails."""
+def retried_as_the_error_says(job_function: F) -> F:
+    """A temporary error retries the job after its own delay when it names one (the forge's
+    Retry-After or rate-limit reset), else after the job's back-off; a permanent one (a broken
+    config, a missing setting) fails the job once, with its reason and no traceback. Anything
+    else is a bug or an outage nobody named: the job's back-off retries it."""
 
     @functools.wraps(job_function)
     def run(*args: Any, **kwargs: Any) -> Any:
+        job = get_current_job()
         try:
             return job_function(*args, **kwargs)
-        except TransientForgeError as err:
-            job = get_current_job()
-            if job is not None and err.retry_after is not None and job.retries_left:
-                job.retry_intervals = [min(max(math.ceil(err.retry_after), 1), MAX_WAIT)]
-            log.warning("the forge failed; the job will be retried" if job and job.retries_left else
-                        "the forge failed; no retries left", extra={"error": str(err),
-                                                                  "retry_after": err.retry_after})
+        except TemporaryError as err:
+            if job is not None and err.delay is not None and job.retries_left:
+                job.retry_intervals = [min(max(math.ceil(err.delay), 1), MAX_WAIT)]
+            log.warning("temporary failure; the job will be retried" if job and job.retries_left else
+                        "temporary failure; no retries left", extra={"error": str(err), "retry_after": err.delay})
             raise
+        except (PermanentError, ConfigError) as err:
+            if job is not None:
+                job.retries_left = 0
+            log.error("permanent failure; the job is not retried", extra={"error": str(err)})
+            raise PermanentError(str(err)) from None
     return run  # type: ignore[return-value]

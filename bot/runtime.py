@@ -9,6 +9,7 @@ from functools import cached_property
 import redis
 
 from bot.config import ServerConfig, load_server_config
+from bot.errors import PermanentError
 from bot.forges import make_forge
 from bot.forges.base import Forge
 from bot.gitrepo import Mirrors
@@ -32,7 +33,10 @@ class Runtime:
 
     def forge(self, name: str) -> Forge:
         if name not in self._forges:
-            self._forges[name] = make_forge(name, self.settings)
+            try:
+                self._forges[name] = make_forge(name, self.settings)
+            except ValueError as err:  # a setting is missing: no retry brings it
+                raise PermanentError(str(err)) from None
         return self._forges[name]
 
     def forges(self) -> dict[str, Forge]:

@@ -1,4 +1,5 @@
-"""A failing forge call retries the job when the forge says, or with the usual back-off."""
+"""A temporary failure retries the job when the forge says, or with the usual back-off; a permanent one
+fails it once."""
 
 from __future__ import annotations
 
@@ -7,19 +8,31 @@ import time
 from rq import Retry, SimpleWorker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
+from bot.config import ConfigError
+from bot.errors import PermanentError
 from bot.forges.base import TransientForgeError, retry_after
 from bot.queue import Store
-from bot.retries import honour_retry_after
+from bot.retries import retried_as_the_error_says
+
+CALLS: list[str] = []
 
 
-@honour_retry_after
+@retried_as_the_error_says
 def rate_limited(wait: float | None) -> None:
     raise TransientForgeError("GitHub answered 429 to create comment", wait)
 
 
-def run_once(redis, wait: float | None, retries: int = 3):
+@retried_as_the_error_says
+def misconfigured(error: str) -> None:
+    CALLS.append(error)
+    if error == "setting":
+        raise PermanentError("GitHub needs GITHUB_TOKEN, or GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY")
+    raise ConfigError("config/bot.yaml", "clusters.staging.repos", "expected the repository globs")
+
+
+def run_once(redis, wait: float | None, retries: int = 3, function=rate_limited):
     queue = Store(redis, "retries").queue("diff")
-    job = queue.enqueue(rate_limited, wait, retry=Retry(max=retries, interval=[5, 30, 120]) if retries else None)
+    job = queue.enqueue(function, wait, retry=Retry(max=retries, interval=[5, 30, 120]) if retries else None)
     SimpleWorker([queue], connection=redis).work(burst=True, with_scheduler=False)
     return queue, job
 
@@ -41,6 +54,18 @@ def test_without_a_word_from_the_forge_the_usual_back_off_applies(redis):
 def test_with_no_retries_left_the_failure_is_visible(redis):
     queue, job = run_once(redis, 10, retries=0)
     assert job.id in FailedJobRegistry(queue=queue).get_job_ids()
+
+
+def test_a_permanent_failure_fails_once_and_says_why(redis):
+    for error, reason in (("setting", "GitHub needs GITHUB_TOKEN"),
+                          ("config", "config/bot.yaml: clusters.staging.repos: expected the repository globs")):
+        CALLS.clear()
+        queue, job = run_once(redis, error, function=misconfigured)
+        assert CALLS == [error]  # run once, not retried
+        assert job.id in FailedJobRegistry(queue=queue).get_job_ids()
+        assert ScheduledJobRegistry(queue=queue).get_job_ids() == []
+        last_line = job.latest_result().exc_string.strip().splitlines()[-1]
+        assert last_line.startswith("bot.errors.PermanentError: ") and reason in last_line  # what the dashboard shows
 
 
 def test_reading_the_forges_headers():

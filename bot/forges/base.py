@@ -9,6 +9,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import orjson
 
+from bot.errors import TemporaryError
 from bot.events import Event, PullRequest, Repo
 
 StatusState = Literal["pending", "success", "failure", "error"]
@@ -24,14 +25,14 @@ class WebhookError(Exception):
         self.status, self.message = status, message
 
 
-class TransientForgeError(Exception):
+class TransientForgeError(TemporaryError):
     """The forge failed in a way worth retrying (5xx, rate limit, connection).
 
     `retry_after` is the forge's own word on when to try again, in seconds, when it gave one.
     """
 
     def __init__(self, message: str, retry_after: float | None = None, forge: str = ""):
-        super().__init__(message)
+        super().__init__(message, retry_after)
         self.retry_after, self.forge = retry_after, forge
 
 
