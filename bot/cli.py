@@ -217,6 +217,7 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
     from bot import report
     from bot.gitrepo import Mirror, Snapshot, WorkTreeSnapshot
     from bot.pipeline import diff_snapshots
+    from bot.renderers.sandbox import sandbox_or_warn
 
     def fail(message: str) -> int:
         print(f"gitops-bot diff: {message}", file=sys.stderr)
@@ -252,7 +253,8 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
     default_branch = "main" if repo.head.is_detached else repo.active_branch.name
     result = diff_snapshots(mirror.snapshot(base_sha), head, config_snapshot=mirror.snapshot(base_tip),
                             base_sha=base_sha, head_sha=head_sha or "working tree", branch=None,
-                            default_branch=default_branch, changed=changed, env_name=args.env)
+                            default_branch=default_branch, changed=changed, env_name=args.env,
+                            sandbox=sandbox_or_warn())
     if args.format == "json":
         sys.stdout.write(report.as_json(result))
     elif args.format == "markdown":
@@ -392,7 +394,8 @@ def _dry_run(settings: Settings, server: ServerConfig, target: Target, mirror: M
         print("note: REDIS_URL is not set, so the prune preview covers only the kinds this commit renders")
     result = deploy.run(mirror.snapshot(target.sha), target.env, server.clusters[target.env.cluster or ""],
                         deploy.Inventory.of(settings.name, ref.forge, ref.repo, ref.name), known_kinds=known,
-                        options=deploy.Options(server.rollout_timeout, server.render_timeout, dry_run=True))
+                        options=deploy.Options(server.rollout_timeout, server.render_timeout, dry_run=True,
+                                               render_sandbox=server.render_sandbox))
     print(deploy_report.dry_run(result, target.sha, target.env.name), end="")
     return 1 if result.error else 0
 

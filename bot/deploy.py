@@ -94,6 +94,8 @@ class Options:
     """Seconds one renderer (kustomize, helm) may run."""
     dry_run: bool = False
     """Send every write as a server-side dry run (`dryRun=All`): validated, nothing changed."""
+    render_sandbox: bool = True
+    """Kustomize and Helm run in the renderer box (no network, no file outside the tree), or not at all."""
 
 
 @dataclass(frozen=True)
@@ -324,7 +326,7 @@ def run(snapshot: Snapshot, env: Environment, cluster: Cluster, inventory: Inven
     """
     started = time.monotonic()
     try:
-        manifests = render(snapshot, env, timeout=options.render_timeout)
+        manifests = render(snapshot, env, timeout=options.render_timeout, sandbox=options.render_sandbox)
         with connect(cluster) as client:
             plan_ = prepare(client, manifests, env, inventory, known_kinds, cluster.namespaces)
             if on_plan:

@@ -6,7 +6,9 @@ import fcntl
 import hashlib
 import io
 import os
+import posixpath
 import re
+import shutil
 import stat
 import subprocess
 import tarfile
@@ -80,8 +82,13 @@ class Snapshot(Protocol):
         except FileNotFoundError:
             return None
 
-    def export(self, dest: Path) -> Path:
-        """Write the whole tree below `dest` for renderers that need files on disk."""
+    def export(self, dest: Path, reads: set[str] | None = None) -> Path:
+        """Write the tree below `dest` for renderers that need files on disk.
+
+        A symlink or path that leaves the repository is refused when it lies under one of `reads`
+        (what the render reads; all of the tree when None) or leads to one, and is left out
+        otherwise: a link elsewhere in the repository must not break this render.
+        """
 
 
 def under(path: str, root: str) -> bool:
@@ -351,16 +358,17 @@ class CommitSnapshot(Snapshot):
                 raise FileNotFoundError(path)
         return dict(zip(paths, self.mirror.read_blobs([(p, entries[p].blob) for p in paths], max_bytes)))
 
-    def export(self, dest: Path) -> Path:
+    def export(self, dest: Path, reads: set[str] | None = None) -> Path:
         archive = subprocess.run(["git", "archive", "--format=tar", self.sha], cwd=self.mirror.path,
                                  capture_output=True, check=True).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            members = []
             for member in tar.getmembers():
                 try:
-                    tarfile.data_filter(member, str(dest))
+                    members.append(tarfile.data_filter(member, str(dest)))
                 except tarfile.FilterError:
-                    raise RenderError("symlink or path leaves the repository", member.name) from None
-            tar.extractall(dest, filter="data")
+                    _refuse_if_read(member.name, reads)
+            tar.extractall(dest, members=members, filter="data")
         return dest
 
 
@@ -443,8 +451,27 @@ class WorkTreeSnapshot(Snapshot):
             contents[path] = full.read_bytes()
         return contents
 
-    def export(self, dest: Path) -> Path:
-        return self.root
+    def export(self, dest: Path, reads: set[str] | None = None) -> Path:
+        """A copy of the files git would commit: no `.git`, no ignored file (a local `.env`)."""
+        for path, entry in self.files(".").items():
+            target = dest / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not entry.is_symlink:
+                shutil.copyfile(self.root / path, target)
+                continue
+            link = os.readlink(self.root / path)
+            inside = posixpath.normpath(posixpath.join(posixpath.dirname(path), link))
+            if link.startswith("/") or inside == ".." or inside.startswith("../"):
+                _refuse_if_read(path, reads)
+            else:
+                target.symlink_to(link)
+        return dest
+
+
+def _refuse_if_read(path: str, reads: set[str] | None) -> None:
+    """Refuse a member of the tree that leaves the repository, if the render reads it."""
+    if reads is None or any(under(path, r) or under(r, path) for r in reads):
+        raise RenderError("symlink or path leaves the repository", path)
 
 
 class Mirrors:

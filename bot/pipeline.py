@@ -24,7 +24,7 @@ def read_repo_config(snapshot: Snapshot, default_branch: str, clusters: set[str]
 
 def diff_environment(base: Snapshot, head: Snapshot, env: Environment, *, changed: set[str] | None,
                      rules: Iterable[IgnoreRule] = (), limits: Limits = DEFAULT_LIMITS,
-                     timeout: float = 60.0) -> EnvironmentDiff:
+                     timeout: float = 60.0, sandbox: bool = True) -> EnvironmentDiff:
     """One environment's diff. With `changed` (the paths changed between the two snapshots), an
     environment whose inputs were not touched is not rendered, and a plain tree parses only the
     files that changed."""
@@ -40,8 +40,8 @@ def diff_environment(base: Snapshot, head: Snapshot, env: Environment, *, change
                 # A symlink may lead out of the path to a file that changed; head's symlinks are
                 # base's, or changed. (In the whole repository, a target is diffed as its own file.)
                 only |= set(base.symlinks(env.path))
-        before = _render_side(base, env, only, limits, timeout)
-        after = _render_side(head, env, only, limits, timeout)
+        before = _render_side(base, env, only, limits, timeout, sandbox)
+        after = _render_side(head, env, only, limits, timeout, sandbox)
     except RenderError as err:
         return replace(result, error=str(err))
     changes, warnings = diff_manifests(before, after, namespace=env.namespace, rules=rules)
@@ -66,9 +66,9 @@ def touches(changed: set[str], inputs: set[str]) -> bool:
 
 
 def _render_side(snapshot: Snapshot, env: Environment, only: set[str] | None, limits: Limits,
-                 timeout: float) -> list[Manifest]:
+                 timeout: float, sandbox: bool) -> list[Manifest]:
     try:
-        return render(snapshot, env, only=only, limits=limits, timeout=timeout)
+        return render(snapshot, env, only=only, limits=limits, timeout=timeout, sandbox=sandbox)
     except RenderError as err:
         raise RenderError(f"at {snapshot.label}: {err.message}", err.file) from None
 
@@ -76,7 +76,8 @@ def _render_side(snapshot: Snapshot, env: Environment, only: set[str] | None, li
 def diff_snapshots(base: Snapshot, head: Snapshot, *, config_snapshot: Snapshot, base_sha: str, head_sha: str,
                    branch: str | None, default_branch: str, changed: set[str] | None,
                    env_name: str | None = None, server_rules: Iterable[IgnoreRule] = (),
-                   clusters: set[str] | None = None, timeout: float = 60.0) -> DiffReport:
+                   clusters: set[str] | None = None, timeout: float = 60.0,
+                   sandbox: bool = True) -> DiffReport:
     """The whole report. The repo config comes from `config_snapshot` (a PR's base, never its head)."""
     try:
         config = read_repo_config(config_snapshot, default_branch, clusters)
@@ -94,4 +95,5 @@ def diff_snapshots(base: Snapshot, head: Snapshot, *, config_snapshot: Snapshot,
         envs = list(config.environments)
     rules = (*server_rules, *config.ignore)
     return DiffReport(base_sha, head_sha, tuple(
-        diff_environment(base, head, env, changed=changed, rules=rules, timeout=timeout) for env in envs))
+        diff_environment(base, head, env, changed=changed, rules=rules, timeout=timeout, sandbox=sandbox)
+        for env in envs))

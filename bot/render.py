@@ -41,9 +41,20 @@ def render_inputs(snapshot: Snapshot, env: Environment) -> set[str]:
 
     Raises RenderError when they cannot be told; rendering then reports the same problem.
     """
-    if kind_of(snapshot, env) == "kustomize":
+    kind = kind_of(snapshot, env)
+    if kind == "kustomize":
         return kustomization_inputs(snapshot, env.path)
     inputs, pending, paths = {env.path}, [env.path], None
+    if kind == "helm" and env.helm:  # values files may lie outside the chart
+        paths = RepoPaths(snapshot)
+        for value in env.helm.values:
+            name = join(env.path, value)
+            target = paths.resolve(name, inputs)
+            if target is None:
+                raise RenderError("values file is outside the repository", name)
+            if not any(under(target, i) for i in inputs):
+                inputs.add(target)
+                pending.append(target)
     while pending:  # plain trees and charts also read whatever their symlinks point to
         for link in snapshot.symlinks(pending.pop()):
             paths = paths or RepoPaths(snapshot)
@@ -62,23 +73,28 @@ def is_manifest_file(path: str) -> bool:
 
 
 def render(snapshot: Snapshot, env: Environment, *, only: set[str] | None = None,
-           limits: Limits = DEFAULT_LIMITS, timeout: float = 60.0) -> list[Manifest]:
-    """Render `env` at `snapshot`. For a plain tree, `only` limits parsing to those files."""
+           limits: Limits = DEFAULT_LIMITS, timeout: float = 60.0, sandbox: bool = True) -> list[Manifest]:
+    """Render `env` at `snapshot`. For a plain tree, `only` limits parsing to those files.
+
+    Kustomize and Helm run for at most `timeout` seconds each and, with `sandbox`, in the
+    renderer box (bot/renderers/sandbox.py) or not at all.
+    """
     kind = kind_of(snapshot, env)
     if kind == "plain":
         return render_plain(snapshot, env.path, only=only, limits=limits)
+    reads = render_inputs(snapshot, env)  # what the renderer reads must stay in the repository
     with tempfile.TemporaryDirectory(prefix="gitops-bot-render-") as tmp:
-        root = snapshot.export(Path(tmp))
+        root = snapshot.export(Path(tmp), reads)
         if kind == "kustomize":
             from bot.renderers.kustomize import render_kustomize
-            text = render_kustomize(root, env.path, timeout=timeout)
+            text = render_kustomize(root, env.path, timeout=timeout, sandbox=sandbox)
             source = posixpath.join(env.path, "kustomization.yaml")
         else:
             from bot.renderers.helm import render_helm
             helm = env.helm
             text = render_helm(root, env.path, release=helm.release if helm else env.name,
                                namespace=env.namespace, values=list(helm.values) if helm else [],
-                               timeout=timeout)
+                               timeout=timeout, sandbox=sandbox)
             source = posixpath.join(env.path, "Chart.yaml")
     return list(to_manifests(parse_documents(text.encode(), source, limits), source))
 

@@ -93,7 +93,8 @@ def test_a_symlinked_directory_out_of_the_repository(remote, tmp_path, outside, 
 def test_a_symlinked_directory_out_of_a_kustomization(remote, tmp_path, outside):
     files = {"envs/k/kustomization.yaml": "resources: [linked]\n", "envs/k/linked": Symlink("../../../outside")}
     report, outputs, elapsed = run(remote, tmp_path, files, dict([KUSTOMIZE_ENV]))
-    assert_refused(report, outputs, elapsed, "envs/k/linked", "leaves the repository")
+    assert_refused(report, outputs, elapsed, "envs/k/kustomization.yaml",
+                   "resources entry 'linked' points outside the repository")
 
 
 def test_the_working_tree_is_held_to_the_same_rules(remote, outside):

@@ -197,7 +197,7 @@ STAGING = "envs/staging/kustomization.yaml"
     ("patches: [{path: ../../../outside/patch.yaml}]\n", "points outside the repository"),
     ("configMapGenerator: [{name: c, files: [k=../../../outside/patch.yaml]}]\n",
      "points outside the repository"),
-    ("helmCharts: [{name: redis, repo: https://charts.example.com}]\n", "'helmcharts' is not supported"),
+    ("helmCharts: [{name: redis, repo: https://charts.example.com}]\n", "'helmCharts' is not supported"),
     ("resources: [../../nothere]\n", "does not exist"),
 ])
 def test_hostile_kustomization_is_refused_before_kustomize_runs(
@@ -319,19 +319,19 @@ def test_oversized_kustomization_is_refused(repo: Path) -> None:
         render_kustomize(repo, "envs/staging")
 
 
-def test_timeout_kills_the_whole_process_group(repo: Path, tmp_path: Path) -> None:
+def test_timeout_kills_the_whole_process_group_unboxed(repo: Path, tmp_path: Path) -> None:
     slow = tmp_path / "slow-kubectl"
     slow.write_text("#!/bin/sh\nsleep 10\necho done\n")  # sleep is a child that holds the pipes
     slow.chmod(0o755)
     started = time.monotonic()
-    with pytest.raises(RenderError) as caught:
-        render_kustomize(repo, "envs/staging", timeout=1, kubectl=str(slow))
+    with pytest.raises(RenderError) as caught:  # the box's own time-out: tests/test_sandbox.py
+        render_kustomize(repo, "envs/staging", timeout=1, kubectl=str(slow), sandbox=False)
     assert time.monotonic() - started < 3
     assert str(caught.value) == "envs/staging: kustomize timed out after 1s"
 
 
-def test_kustomize_runs_with_a_minimal_environment(repo: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kustomize_runs_unboxed_with_a_minimal_environment(repo: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     spy = tmp_path / "spy-kubectl"
     spy.write_text("#!/bin/sh\n"
                    f'{{ pwd; echo "$@"; ls -A "$KUSTOMIZE_PLUGIN_HOME" | wc -l; env; }} > {tmp_path}/seen\n'
@@ -339,11 +339,12 @@ def test_kustomize_runs_with_a_minimal_environment(repo: Path, tmp_path: Path,
     spy.chmod(0o755)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("GITHUB_TOKEN", "secret")
-    assert render_kustomize(repo, "envs/staging", kubectl=str(spy)) == ""  # stdin is closed
+    assert render_kustomize(repo, "envs/staging", kubectl=str(spy), sandbox=False) == ""  # stdin is closed
     cwd, args, plugins, *env_lines = (tmp_path / "seen").read_text().splitlines()
     env = dict(line.split("=", 1) for line in env_lines if "=" in line)
     assert cwd == str(repo.resolve()) and args == f"kustomize {repo.resolve()}/envs/staging"
     assert plugins.strip() == "0" and env["HOME"] != os.environ.get("HOME")
+    assert env["KUSTOMIZE_PLUGIN_HOME"] == "/nonexistent/kustomize-plugins"
     assert not {"HTTPS_PROXY", "GITHUB_TOKEN"} & env.keys()
 
 

@@ -2,9 +2,11 @@
 
 The chart is untrusted input: its values files and symlinks must stay inside the repository,
 its dependencies must be vendored under `charts/` (nothing is fetched), and the SDK runs in a
-child process with a minimal environment so a template that never ends can be killed. The
-parent never loads the Go library itself: a Go runtime does not survive `fork`, which the
-bot's workers use. Without the SDK, a `helm` binary on PATH is used instead.
+child process (helm_child.py) in the renderer box (sandbox.py), so it reads nothing but the tree
+and a template that never ends can be killed. The parent never loads the Go library itself: a
+Go runtime does not survive `fork`, which the bot's workers use. Without the SDK, a `helm`
+binary on PATH is used instead, in the same box. Helm's errors are reduced (errors.reduce):
+they can quote values, and a `tpl` error quotes a whole values string.
 """
 
 from __future__ import annotations
@@ -14,20 +16,21 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from bot.renderers.errors import RenderError
-from bot.renderers.kustomize import concise, resolve_inside, run_isolated
+from bot.renderers.errors import Known, RenderError, reduce
+from bot.renderers.kustomize import resolve_inside
+from bot.renderers.sandbox import Box, module_directory, python_programs
 from bot.yamlio import Limits, parse_documents
 
 MAX_FILE_BYTES = 1024 * 1024
-_PROJECT = Path(__file__).resolve().parents[2]
-_WORKER = (f"import sys; sys.path.insert(0, {str(_PROJECT)!r}); "
-           "import bot.renderers.helm as h; h._worker()")
+CHILD = Path(__file__).resolve().with_name("helm_child.py")
 _SPLIT = re.compile(r"^---[ \t]*$", re.MULTILINE)  # a document marker on its own line
 _VERSIONED_ARCHIVE = re.compile(r"^(?P<name>.+?)-v?\d+\.\d+\.\d+.*\.tgz$")
+_ACTION = re.compile(r"{{-?(.*?)-?}}", re.DOTALL)
+_LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"|`([^`]*)`')
+_CODE_TOKEN = re.compile(r"[^\s()|,]+")
 
 
 def is_chart(directory: Path) -> bool:
@@ -36,10 +39,11 @@ def is_chart(directory: Path) -> bool:
 
 
 def render_helm(root: Path, path: str, *, release: str, namespace: str | None,
-                values: list[str], timeout: float = 60.0) -> str:
+                values: list[str], timeout: float = 60.0, sandbox: bool = True) -> str:
     """The chart at `root/path` rendered as multi-document YAML: CRDs first, then templates by path.
 
     `values` are files relative to the chart directory, merged in order over the chart's defaults.
+    With `sandbox`, Helm runs in the renderer box (see sandbox.py), or not at all.
     """
     root = root.resolve()
     chart = resolve_inside(root, root / path)
@@ -51,11 +55,12 @@ def render_helm(root: Path, path: str, *, release: str, namespace: str | None,
     request = {"chart": str(chart), "release": release, "namespace": namespace,
                "values": [(f"{path}/{v}", f.read_text("utf-8", "replace"))
                           for v, f in zip(values, files)]}
-    reply = _run_sdk(root, request, timeout, path)
+    known = chart_known(root, chart, name, [text for _, text in request["values"]])
+    reply = _run_sdk(root, request, timeout, path, sandbox, known)
     if "unavailable" in reply:
-        return _render_with_binary(root, chart, request, files, timeout, path)
+        return _render_with_binary(root, chart, request, files, timeout, path, sandbox, known)
     if "error" in reply:
-        raise _template_error(reply["error"], name, path, root)
+        raise _template_error(reply["error"], name, path, root, known)
     return assemble(reply["crds"], reply["templates"])
 
 
@@ -134,65 +139,91 @@ def _values_file(root: Path, chart: Path, value: str, name: str) -> Path:
     return file
 
 
-def _run_sdk(root: Path, request: dict[str, Any], timeout: float, path: str) -> dict[str, Any]:
+def _run_sdk(root: Path, request: dict[str, Any], timeout: float, path: str, sandbox: bool,
+             known: Known) -> dict[str, Any]:
+    package = module_directory("helm_python")
+    programs = [*python_programs(), CHILD, *([package] if package else [])]
     env = {k: os.environ[k] for k in ("HELM_C_LIB",) if k in os.environ}
+    programs += [Path(env["HELM_C_LIB"]).resolve()] if env else []
+    argv = [str(python_programs()[0]), "-I", "-S", "-B", str(CHILD),
+            str(package.parent if package else CHILD.parent)]
     try:
-        proc = run_isolated([sys.executable, "-I", "-c", _WORKER], cwd=root, timeout=timeout,
-                            env=env, input=json.dumps(request))
+        proc = Box(root, tuple(programs), sandbox).run(argv, timeout=timeout, env=env,
+                                                      input=json.dumps(request).encode())
     except subprocess.TimeoutExpired:
         raise RenderError(f"helm render timed out after {timeout:g}s", path) from None
+    except OSError as err:
+        raise RenderError(f"could not run the Helm SDK: {err.strerror}", path) from None
     try:
         reply: dict[str, Any] = json.loads(proc.stdout)
     except ValueError:  # the child crashed or was killed
         last = proc.stderr.strip().splitlines()[-1:]
-        detail = concise(last[0], root) if last else f"exit status {proc.returncode}"
+        detail = reduce(last[0], known, [str(root)]) if last else f"exit status {proc.returncode}"
         raise RenderError(f"helm render failed: {detail}", path) from None
     return reply
 
 
-def _worker() -> None:
-    """Child-process entry: a request as JSON on stdin, the outcome as JSON on stdout."""
-    reply = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # whatever the Go library prints must not corrupt the reply
-    json.dump(_sdk_render(**json.load(sys.stdin)), reply)
-    reply.close()
+def chart_known(root: Path, chart: Path, name: str, values: list[str]) -> Known:
+    """What a Helm error about this chart may show (its paths, the tokens and literals of its
+    template code) and what it must not (every scalar of its values files and given values)."""
+    known = Known(names={name})
+    for file in _chart_files(chart):
+        relative = file.relative_to(chart).as_posix()
+        known.add_path(file.relative_to(root).as_posix())
+        known.add_path(f"{name}/{relative}")
+        if (archive := _VERSIONED_ARCHIVE.match(file.name)) and file.parent.name == "charts":
+            known.names.add(archive["name"])  # Helm names its templates by the chart's name
+        if file.stat().st_size > MAX_FILE_BYTES:
+            continue
+        if file.name == "values.yaml":
+            values = [*values, file.read_text("utf-8", "replace")]
+        elif relative.startswith(("templates/", "charts/")) and file.suffix != ".tgz":
+            for action in _ACTION.findall(file.read_text("utf-8", "replace")):
+                known.names.update(_CODE_TOKEN.findall(action))
+                for literal in _LITERAL.finditer(action):
+                    text = literal[1] if literal[1] is not None else literal[2]
+                    known.messages.add(text.replace('\\"', '"'))
+                    known.names.add(text)
+    for text in values:
+        known.values.update(_scalars(text))
+    known.names -= known.values
+    return known
 
 
-def _sdk_render(chart: str, release: str, namespace: str | None,
-                values: list[list[str]]) -> dict[str, Any]:
+def _chart_files(chart: Path) -> Iterator[Path]:
+    """Every regular file of the chart; symlinks are not followed (they were checked to stay in)."""
+    for directory, subdirectories, names in os.walk(chart):
+        subdirectories.sort()
+        for name in sorted(names):
+            file = Path(directory) / name
+            if file.is_file() and not file.is_symlink():
+                yield file
+
+
+def _scalars(text: str) -> set[str]:
+    """Every scalar of a values file, as text; for a file that does not parse, each line's value."""
     try:
-        import helm_python as helm
-    except Exception as err:  # HelmLibraryError, ImportError, OSError: no usable native library
-        return {"unavailable": str(err)}
-    merged: dict[str, Any] = {}
-    for name, text in values:
-        try:
-            merged = _merge(merged, helm.values_from_yaml(text))
-        except helm.HelmError as err:
-            return {"error": {"message": f"invalid values: {err}", "file": name}}
-    try:
-        helm.validate_release_name(release)
-        with helm.Chart.load(chart) as loaded:
-            return {"crds": [[c["filename"], c["data"]] for c in loaded.crds],
-                    "templates": loaded.render(merged, name=release, namespace=namespace)}
-    except helm.HelmError as err:
-        return {"error": {"message": str(err), "file": None}}
+        docs = parse_documents(text.encode(), "values", Limits(max_file_bytes=MAX_FILE_BYTES))
+    except RenderError:
+        lines = (line.partition(":")[2].strip().strip("\"'") for line in text.splitlines())
+        return {line for line in lines if line}
+    found: set[str] = set()
+    pending: list[Any] = list(docs)
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif value is not None and not isinstance(value, bool):
+            found.add(str(value))
+    return found
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Helm's merge of successive `-f` files: maps merge deeply, anything else is replaced."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _template_error(error: dict[str, Any], chart_name: str, path: str, root: Path) -> RenderError:
-    """Helm's message, with the template it names mapped to a repository path."""
-    message = concise(error["message"], root)
+def _template_error(error: dict[str, Any], chart_name: str, path: str, root: Path,
+                    known: Known) -> RenderError:
+    """Helm's message, reduced, with the template it names mapped to a repository path."""
+    message = reduce(error["message"], known, [str(root)])
     if error["file"]:
         return RenderError(message, error["file"])
     named = re.search(rf"\b{re.escape(chart_name)}/((?:charts/[^/\s]+/)*templates/[^\s:()\"']+)",
@@ -201,7 +232,7 @@ def _template_error(error: dict[str, Any], chart_name: str, path: str, root: Pat
 
 
 def _render_with_binary(root: Path, chart: Path, request: dict[str, Any], files: list[Path],
-                        timeout: float, path: str) -> str:
+                        timeout: float, path: str, sandbox: bool, known: Known) -> str:
     helm = shutil.which("helm")
     if helm is None:
         raise RenderError("rendering Helm charts needs helm-python-sdk or a helm binary", path)
@@ -209,9 +240,19 @@ def _render_with_binary(root: Path, chart: Path, request: dict[str, Any], files:
     argv += ["--namespace", request["namespace"]] if request["namespace"] else []
     argv += [arg for f in files for arg in ("-f", str(f))]
     try:
-        proc = run_isolated(argv, cwd=root, timeout=timeout)
+        proc = Box(root, (Path(helm).resolve(),), sandbox).run(argv, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RenderError(f"helm render timed out after {timeout:g}s", path) from None
+    except OSError as err:
+        raise RenderError(f"could not run helm: {err.strerror}", path) from None
     if proc.returncode != 0:
-        raise RenderError(concise(proc.stderr, root) or f"helm exited with {proc.returncode}", path)
-    return proc.stdout
+        message = reduce(_error_lines(proc.stderr), known, [str(root)])
+        raise RenderError(message or f"helm exited with {proc.returncode}", path)
+    return proc.stdout.decode("utf-8", "replace")
+
+
+def _error_lines(stderr: bytes) -> bytes:
+    """A CLI's error without its `Error:` prefixes, and without the warnings printed before it."""
+    lines = stderr.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.lower().startswith(b"error:")), 0)
+    return b"\n".join(re.sub(rb"^error:\s*", b"", line, flags=re.IGNORECASE) for line in lines[first:])

@@ -3,26 +3,30 @@
 The repository is untrusted input. Before kustomize runs, every kustomization reachable from the
 requested one is walked and refused if it names a remote base, a file or directory outside the
 repository (by `..` or by symlink), Helm charts, or a generator/transformer/validator that is
-not one of kustomize's built-in kinds. Kustomize then runs with its default root-only load
-restrictor, no plugins, a scratch HOME, no inherited environment and a hard timeout.
+not one of kustomize's built-in kinds. Field names are matched as kustomize matches them (Go's
+case folding, see `go_fold`), so no spelling hides a field from the walk. Kustomize then runs in
+the renderer box (sandbox.py: no network, no file outside the exported tree), with its default
+root-only load restrictor, no plugins, no inherited environment and a hard timeout; its errors
+are reduced (errors.reduce) so that no generator literal or env file line reaches a comment.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import yaml
 
-from bot.renderers.errors import RenderError
+from bot.renderers.errors import Known, RenderError, reduce
+from bot.renderers.sandbox import Box
 from bot.yamlio import Limits, parse_documents
 
 if TYPE_CHECKING:
@@ -31,7 +35,8 @@ if TYPE_CHECKING:
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 MAX_KUSTOMIZATION_BYTES = 1024 * 1024
 LIMITS = Limits(max_file_bytes=MAX_KUSTOMIZATION_BYTES)
-SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+PLUGIN_HOME = "/nonexistent/kustomize-plugins"
+"""KUSTOMIZE_PLUGIN_HOME: a directory that does not exist, so no plugin can be found."""
 
 BUILTIN_PLUGIN_KINDS = frozenset({
     "AnnotationsTransformer", "ConfigMapGenerator", "HashTransformer", "IAMPolicyGenerator",
@@ -41,12 +46,88 @@ BUILTIN_PLUGIN_KINDS = frozenset({
     "ReplicaCountTransformer", "SecretGenerator", "SortOrderTransformer", "SuffixTransformer",
     "ValueAddTransformer",
 })  # HelmChartInflationGenerator is built in too, but it runs helm and may pull charts.
-HELM_FIELDS = ("helmcharts", "helmglobals", "helmchartinflationgenerator")
+HELM_FIELDS = ("helmCharts", "helmGlobals", "helmChartInflationGenerator")
 PLUGIN_FIELDS = ("generators", "transformers", "validators")
 NESTED_FIELDS = ("resources", "bases", "components")  # may name another kustomization directory
+GENERATOR_FIELDS = ("configMapGenerator", "secretGenerator")
+_DATA_FIELDS = frozenset(f.upper() for f in (*GENERATOR_FIELDS, "literals", "files", "envs", "env"))
+"""Fields (folded: for ASCII, upper() is go_fold) that hold generator data or name where it comes
+from: never names an error may show."""
 _REMOTE = re.compile(
     r"://|^git::|^git@|^[\w.-]+@[\w.-]+:|//|\?(ref|version|submodules|timeout)="
     r"|^(github\.com|gitlab\.com|bitbucket\.org)/", re.IGNORECASE)
+
+
+def go_fold(name: str) -> str:
+    """`name` folded as Go's encoding/json folds a field name, which is how kustomize matches the
+    keys of a kustomization (sigs.k8s.io/yaml, then encoding/json): two keys name the same field
+    exactly when their folds are equal. So `reſources` (long s) is `resources`, and the Kelvin
+    sign `K` is `k`, while `İ` and `ı` are no `i`.
+
+    Go's fold (encoding/json/fold.go, appendFoldedName): an ASCII byte is upper-cased; any other
+    character becomes the smallest character of its orbit under unicode.SimpleFold, the simple
+    (one-to-one) case mappings.
+    """
+    return "".join(_fold_character(c) for c in name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_character(c: str) -> str:
+    if c < "\x80":
+        return c.upper()
+    if c in "\u0130\u0131":  # İ and ı: only Turkic foldings join them to i, and Go leaves those out
+        return c
+    orbit, pending = {c}, [c]
+    while pending:
+        current = pending.pop()
+        # Python's lower()/upper()/title() are full mappings ('ß'.upper() is 'SS'); a simple
+        # mapping is always one character, so longer results are not mappings here. title()
+        # gives the simple one where upper() gives two characters ('ᾳ': 'ΑΙ', but simply 'ᾼ').
+        for other in (current.lower(), current.upper(), current.title()):
+            if len(other) == 1 and other not in orbit and other not in "\u0130\u0131":
+                orbit.add(other)
+                pending.append(other)
+    return min(orbit)
+
+
+class Fields:
+    """A mapping as kustomize reads a kustomization's (or a built-in plugin's) fields: a field
+    name matches the key that folds equal to it (see `go_fold`); keys that fold equal are refused,
+    as which of them Go keeps must not decide what the walk checks."""
+
+    def __init__(self, doc: Any, name: str):
+        if not isinstance(doc, dict):
+            raise RenderError("expected a mapping", name)
+        self.name, self._by_fold = name, {}
+        for key, value in doc.items():
+            folded = go_fold(str(key))
+            if folded in self._by_fold:
+                raise RenderError(f"duplicate key {key!r}: kustomize reads field names regardless "
+                                  "of case", name)
+            self._by_fold[folded] = value
+
+    def get(self, field_name: str) -> Any:
+        return self._by_fold.get(go_fold(field_name))
+
+    def __contains__(self, field_name: str) -> bool:
+        return go_fold(field_name) in self._by_fold
+
+    def mappings(self, field_name: str) -> list["Fields"]:
+        """The mapping items of a list field (patches, generators), each as Fields."""
+        value = self.get(field_name)
+        return [Fields(item, self.name) for item in value if isinstance(item, dict)] \
+            if isinstance(value, list) else []
+
+
+@dataclass
+class Walk:
+    """What the walk over a kustomization and everything it includes found."""
+
+    inputs: set[str] = field(default_factory=set)
+    """Repository paths kustomize reads (a directory stands for all below it), and the symlinks
+    that lead to them."""
+    known: Known = field(default_factory=Known)
+    """For its errors: names that may be shown, and the generators' literals and env lines."""
 
 
 def is_kustomization(directory: Path) -> bool:
@@ -54,39 +135,46 @@ def is_kustomization(directory: Path) -> bool:
     return any((directory / name).is_file() for name in KUSTOMIZATION_FILES)
 
 
-def render_kustomize(root: Path, path: str, *, timeout: float = 60.0,
-                     kubectl: str | None = None) -> str:
-    """The multi-document YAML that `kubectl kustomize root/path` builds, once it is proven safe."""
+def render_kustomize(root: Path, path: str, *, timeout: float = 60.0, kubectl: str | None = None,
+                     sandbox: bool = True) -> str:
+    """The multi-document YAML that `kubectl kustomize root/path` builds, once it is proven safe.
+
+    With `sandbox`, kustomize runs in the renderer box (see sandbox.py), or not at all.
+    """
     from bot.gitrepo import RepoPaths, WorkTreeSnapshot  # not at the top: see kustomization_inputs
 
     root = root.resolve()
     paths = RepoPaths(WorkTreeSnapshot(root))
     directory = _start(paths, path)
-    _walk(paths, directory)
-    executable = _find_kubectl(kubectl)
-    with tempfile.TemporaryDirectory(prefix="kustomize-plugins-") as plugins:
-        try:
-            proc = run_isolated([executable, "kustomize", str(root / directory)], cwd=root,
-                                timeout=timeout, env={"KUSTOMIZE_PLUGIN_HOME": plugins})
-        except subprocess.TimeoutExpired:
-            raise RenderError(f"kustomize timed out after {timeout:g}s", path) from None
-        except OSError as err:
-            raise RenderError(f"could not run kubectl: {err.strerror}", path) from None
+    walk = _walk(paths, directory)
+    executable = Path(_find_kubectl(kubectl)).resolve()
+    try:
+        proc = Box(root, (executable,), sandbox).run(
+            [str(executable), "kustomize", str(root / directory)], timeout=timeout,
+            env={"KUSTOMIZE_PLUGIN_HOME": PLUGIN_HOME})
+    except subprocess.TimeoutExpired:
+        raise RenderError(f"kustomize timed out after {timeout:g}s", path) from None
+    except OSError as err:
+        raise RenderError(f"could not run kubectl: {err.strerror}", path) from None
     if proc.returncode != 0:
-        raise RenderError(concise(proc.stderr, root) or f"kustomize exited with {proc.returncode}",
-                          path)
-    return proc.stdout
+        for file in paths.files:
+            walk.known.add_path(file)
+        message = reduce(_error_lines(proc.stderr), walk.known, [str(root)])
+        raise RenderError(message or f"kustomize exited with {proc.returncode}", path)
+    try:
+        return proc.stdout.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RenderError(f"kustomize's output is not valid UTF-8 (byte {err.start})", path) from None
 
 
 def kustomization_inputs(snapshot: Snapshot, path: str) -> set[str]:
     """Every repository path the kustomization at `path` reads (a directory stands for all below
     it), found from the snapshot without writing it out. Raises RenderError as rendering would."""
-    # Imported here: the Helm worker process imports this module, and GitPython would slow its
-    # start by a tenth of a second.
+    # Imported here: GitPython would slow the start of a process that only renders.
     from bot.gitrepo import RepoPaths
 
     paths = RepoPaths(snapshot)
-    return _walk(paths, _start(paths, path)) | {path}  # `path` itself: a symlink may lead there
+    return _walk(paths, _start(paths, path)).inputs | {path}  # `path` itself: a symlink may lead there
 
 
 def _start(paths: RepoPaths, path: str) -> str:
@@ -96,23 +184,24 @@ def _start(paths: RepoPaths, path: str) -> str:
     return directory
 
 
-def _walk(paths: RepoPaths, start: str) -> set[str]:
+def _walk(paths: RepoPaths, start: str) -> Walk:
     """Check every kustomization reachable from `start` for anything that could leave the
     repository; return what they read."""
-    inputs: set[str] = set()
+    walk = Walk()
     pending, seen = [start], set()
     while pending:  # not recursive: a hostile repository could nest deeper than Python's stack
         directory = pending.pop()
         if directory not in seen:
             seen.add(directory)
-            inputs.add(directory)
-            pending.extend(_check_kustomization(paths, directory, inputs))
-    return inputs
+            walk.inputs.add(directory)
+            pending.extend(_check_kustomization(paths, directory, walk))
+    return walk
 
 
-def _check_kustomization(paths: RepoPaths, directory: str, inputs: set[str]) -> list[str]:
-    """Check one kustomization, adding what it reads to `inputs`; return the kustomization
+def _check_kustomization(paths: RepoPaths, directory: str, walk: Walk) -> list[str]:
+    """Check one kustomization, adding what it reads to `walk`; return the kustomization
     directories it includes."""
+    inputs = walk.inputs
     name = _kustomization_file(paths, directory)
     if name is None:
         raise RenderError("no kustomization.yaml in this directory", directory)
@@ -122,53 +211,66 @@ def _check_kustomization(paths: RepoPaths, directory: str, inputs: set[str]) -> 
     if paths.kind(kfile) != "file":
         raise RenderError("the kustomization file is not a file", name)
     inputs.add(kfile)
-    fields = _fields(_load_yaml(paths, kfile, name)[0], name)
+    doc = _load_yaml(paths, kfile, name)[0]
+    fields = Fields(doc, name)
     for key in HELM_FIELDS:
         if key in fields:
             raise RenderError(f"{key!r} is not supported: Helm charts in kustomizations need "
                               "helm and network access; render the chart as its own environment",
                               name)
+    _learn(doc, walk.known)
     for key in PLUGIN_FIELDS:
         for entry in _strings(fields.get(key)):
-            _check_plugin_entry(paths, directory, entry, key, name, inputs)
+            _check_plugin_entry(paths, directory, entry, key, name, walk)
     nested = []
     for key, ref in _path_references(fields):
         target = _local(paths, directory, ref, key, name, inputs)
+        walk.known.add_path(ref)
         if key in NESTED_FIELDS and paths.kind(target) == "dir":
             nested.append(target)
+    for key in GENERATOR_FIELDS:
+        for item in fields.mappings(key):
+            _learn_values(paths, directory, item, walk)
     return nested
 
 
-def run_isolated(argv: list[str], *, cwd: Path, timeout: float, env: dict[str, str] | None = None,
-                 input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `argv` with a minimal environment and a scratch HOME; on timeout, kill its process group.
-
-    Raises subprocess.TimeoutExpired. The whole group is killed because a wrapper script's
-    children would otherwise keep the output pipes, and so this call, alive.
-    """
-    with tempfile.TemporaryDirectory(prefix="render-home-") as home:
-        full_env = {"PATH": SAFE_PATH, "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8",
-                    **(env or {})}
-        with subprocess.Popen(argv, cwd=cwd, env=full_env, text=True, start_new_session=True,
-                              stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-            try:
-                out, err = proc.communicate(input, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+def _learn(doc: Any, known: Known) -> None:
+    """The names a kustomization's errors may show: its keys, and its strings of one word (paths,
+    names, kinds, field paths), except what its generators hold."""
+    pending = [doc]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                known.names.add(str(key))
+                if go_fold(str(key)) not in _DATA_FIELDS:
+                    pending.append(item)
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str) and value and not any(c.isspace() for c in value):
+            known.names.add(value)
 
 
-def concise(stderr: str, root: Path) -> str:
-    """A tool's error output as one repository-relative message: no `Error:` prefix, no temp dir."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.lower().startswith("error:")] or lines
-    text = " ".join(re.sub(r"^error:\s*", "", line, flags=re.IGNORECASE) for line in errors)
-    for prefix in sorted({str(root), str(root.resolve())}, key=len, reverse=True):
-        text = text.replace(prefix + os.sep, "").replace(prefix, ".")
-    return text[:2000]
+def _learn_values(paths: RepoPaths, directory: str, generator: Fields, walk: Walk) -> None:
+    """A generator's literals and env files' lines, which its errors must never show."""
+    values = walk.known.values
+    for literal in _strings(generator.get("literals")):
+        values.update({literal, literal.partition("=")[2], literal.partition(":")[2]} - {""})
+    if isinstance(generator.get("name"), str):
+        walk.known.names.add(generator.get("name"))
+    for env in [*_strings(generator.get("envs")), *_strings([generator.get("env")])]:
+        file = paths.resolve(posixpath.join(directory, env))
+        if file is not None and paths.kind(file) == "file":
+            text = paths.read(file, MAX_KUSTOMIZATION_BYTES).decode("utf-8", "replace")
+            for line in filter(None, (line.strip() for line in text.splitlines())):
+                values.update({line, line.partition("=")[2].strip()} - {""})
+
+
+def _error_lines(stderr: bytes) -> bytes:
+    """A CLI's error without its `Error:` prefixes, and without the warnings printed before it."""
+    lines = stderr.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.lower().startswith(b"error:")), 0)
+    return b"\n".join(re.sub(rb"^error:\s*", b"", line, flags=re.IGNORECASE) for line in lines[first:])
 
 
 def _find_kubectl(explicit: str | None) -> str:
@@ -194,32 +296,37 @@ def _load_yaml(paths: RepoPaths, file: str, name: str) -> list[Any]:
 
 
 def _parse(data: bytes, name: str) -> list[Any]:
-    return parse_documents(data, name, LIMITS, loader=_StrictLoader) or [{}]
+    return parse_documents(data, name, LIMITS, loader=_GoLoader) or [{}]
 
 
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Refuses duplicate keys, compared case-insensitively.
+class _GoLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Reads a kustomization as kustomize's Go decoders see it, so that the walk checks the same:
 
-    Kustomize matches field names case-insensitively (Go's encoding/json) and may keep a
-    different duplicate than PyYAML, so a duplicate could hide a reference from this check.
+    - keys that fold equal (see `go_fold`) are refused: Go keeps one, and which one must not
+      decide what the walk sees;
+    - every scalar but null is its text: Go reads timestamps, `1:20` and the like as strings,
+      so a date or an int from PyYAML must not hide a path from the walk;
+    - `!!binary` is refused: Go decodes it, to a key or a path the walk would not see.
     """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[str] = set()
         for key, _ in node.value:
             if isinstance(key, yaml.ScalarNode):
-                if key.value.lower() in seen:
+                if go_fold(key.value) in seen:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"duplicate key {key.value!r}", key.start_mark)
-                seen.add(key.value.lower())
+                seen.add(go_fold(key.value))
         return super().construct_mapping(node, deep)
 
+    def construct_binary(self, node: yaml.Node) -> Any:
+        raise yaml.constructor.ConstructorError(
+            None, None, "!!binary is not supported in a kustomization", node.start_mark)
 
-def _fields(doc: Any, name: str) -> dict[str, Any]:
-    """A mapping with lower-cased keys, matching how kustomize reads field names."""
-    if not isinstance(doc, dict):
-        raise RenderError("expected a mapping", name)
-    return {str(k).lower(): v for k, v in doc.items()}
+
+for _tag in ("bool", "int", "float", "timestamp"):
+    _GoLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _GoLoader.construct_yaml_str)
+_GoLoader.add_constructor("tag:yaml.org,2002:binary", _GoLoader.construct_binary)
 
 
 def _strings(value: Any) -> list[str]:
@@ -227,33 +334,28 @@ def _strings(value: Any) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
-def _mappings(value: Any) -> list[dict[str, Any]]:
-    return [{str(k).lower(): v for k, v in item.items()}
-            for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def _path_references(fields: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _path_references(fields: Fields) -> Iterator[tuple[str, str]]:
     """(field, path) for every file or directory a kustomization (or built-in plugin) names."""
     for key in (*NESTED_FIELDS, "crds", "configurations", "paths"):
         yield from ((key, ref) for ref in _strings(fields.get(key)))
-    for ref in _strings(fields.get("patchesstrategicmerge")):
+    for ref in _strings(fields.get("patchesStrategicMerge")):
         if "\n" not in ref and not ref.lstrip().startswith("{"):  # otherwise an inline patch
             yield "patchesStrategicMerge", ref
-    for key in ("patches", "patchesjson6902", "replacements"):
-        yield from ((key, item["path"]) for item in _mappings(fields.get(key))
+    for key in ("patches", "patchesJson6902", "replacements"):
+        yield from ((key, item.get("path")) for item in fields.mappings(key)
                     if isinstance(item.get("path"), str))
     if isinstance(fields.get("path"), str):  # PatchTransformer and other built-in plugins
-        yield "path", fields["path"]
-    for openapi in _mappings([fields.get("openapi")]):
-        if isinstance(openapi.get("path"), str):
-            yield "openapi", openapi["path"]
-    for key in ("configmapgenerator", "secretgenerator"):
-        for item in _mappings(fields.get(key)):
+        yield "path", fields.get("path")
+    openapi = fields.get("openapi")
+    if isinstance(openapi, dict) and isinstance(Fields(openapi, fields.name).get("path"), str):
+        yield "openapi", Fields(openapi, fields.name).get("path")
+    for key in GENERATOR_FIELDS:
+        for item in fields.mappings(key):
             yield from _generator_sources(key, item)
     yield from _generator_sources("generator", fields)  # ConfigMapGenerator plugin configs
 
 
-def _generator_sources(key: str, item: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _generator_sources(key: str, item: Fields) -> Iterator[tuple[str, str]]:
     for source in _strings(item.get("files")):
         yield key, source.split("=", 1)[-1]  # `key=path` or `path`
     for source in [*_strings(item.get("envs")), *_strings([item.get("env")])]:
@@ -261,26 +363,40 @@ def _generator_sources(key: str, item: dict[str, Any]) -> Iterator[tuple[str, st
 
 
 def _check_plugin_entry(paths: RepoPaths, directory: str, entry: str, key: str, name: str,
-                        inputs: set[str]) -> None:
+                        walk: Walk) -> None:
     if "\n" in entry:  # an inline plugin config
         configs = _parse(entry.encode(), name)
     else:
-        file = _local(paths, directory, entry, key, name, inputs)
+        file = _local(paths, directory, entry, key, name, walk.inputs)
         if paths.kind(file) != "file":
             raise RenderError(f"{key} entry {entry!r} must be a plugin config file", name)
         configs = _load_yaml(paths, file, file)
     for config in configs:
-        fields = _fields(config, name)
-        metadata = fields.get("metadata") if isinstance(fields.get("metadata"), dict) else {}
-        annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"),
-                                                                dict) else {}
-        kind = fields.get("kind")
-        if (fields.get("apiversion") != "builtin" or kind not in BUILTIN_PLUGIN_KINDS
-                or any("function" in str(a) for a in annotations)):
+        fields = Fields(config, name)
+        # Kustomize tells a plugin by its resource identity (kyaml: exact keys) and reads the
+        # rest as fields (encoding/json: folded); any spelling of `annotations` is looked at.
+        kind = config.get("kind")
+        if (config.get("apiVersion") != "builtin" or kind not in BUILTIN_PLUGIN_KINDS
+                or any("FUNCTION" in go_fold(str(a)) for a in _annotations(fields))):
             raise RenderError(f"{key} entry {entry!r}: plugin {kind!r} is not a kustomize built-in; "
                               "exec, container and other external plugins are not allowed", name)
+        _learn(config, walk.known)
         for _, ref in _path_references(fields):
-            _local(paths, directory, ref, f"{key} {kind}", name, inputs)
+            _local(paths, directory, ref, f"{key} {kind}", name, walk.inputs)
+            walk.known.add_path(ref)
+        if kind in ("ConfigMapGenerator", "SecretGenerator"):
+            _learn_values(paths, directory, fields, walk)
+
+
+def _annotations(fields: Fields) -> list[Any]:
+    metadata = fields.get("metadata")
+    if not isinstance(metadata, dict):
+        return []
+    found: list[Any] = []
+    for key, value in metadata.items():
+        if go_fold(str(key)) == go_fold("annotations") and isinstance(value, dict):
+            found.extend(value)
+    return found
 
 
 def _local(paths: RepoPaths, directory: str, ref: str, key: str, name: str,
