@@ -274,10 +274,20 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
     server_path = Path(args.server) if args.server else settings.config_path
     try:
         server = load_server_config(server_path)
-        print(f"{server_path}: ok ({len(server.repos)} repository patterns, {len(server.clusters)} clusters)")
     except ConfigError as err:
         print(err, file=sys.stderr)
-        errors += 1
+        errors += len(err.errors)
+    else:
+        missing = [f"{server_path}: clusters.{c.name}.kubeconfig: no such file: {c.kubeconfig}"
+                   for c in server.clusters.values() if c.kubeconfig and not Path(c.kubeconfig).is_file()]
+        for line in missing:
+            print(line, file=sys.stderr)
+        errors += len(missing)
+        if not server.repos:
+            print(f"{server_path}: warning: `repos` lists no repository, so every webhook is ignored", file=sys.stderr)
+        if not missing:
+            print(f"{server_path}: ok ({_count(len(server.repos), 'repository pattern')}, "
+                  f"{_count(len(server.clusters), 'cluster')})")
     if args.repo:
         path = Path(args.repo) / REPO_CONFIG_FILE
         if not path.exists():
@@ -296,6 +306,10 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{path}: ok ({', '.join(e.name for e in config.environments)})")
         errors += len(refusals)
     return 1 if errors else 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _refusals(server: ServerConfig, config: RepoConfig, directory: str, name: str | None) -> list[str]:

@@ -18,11 +18,13 @@ DEFAULT_ENVIRONMENT = "default"
 
 
 class ConfigError(ValueError):
-    """A config mistake: which file, which key, and what was expected."""
+    """A config mistake: which file, which key, and what was expected; `errors` holds it and every
+    further one found in the same file."""
 
-    def __init__(self, file: str, key: str, expected: str):
+    def __init__(self, file: str, key: str, expected: str, more: tuple["ConfigError", ...] = ()):
         self.file, self.key, self.expected = file, key, expected
-        super().__init__(f"{file}: {key}: {expected}")
+        self.errors = (self, *more)
+        super().__init__("\n".join(f"{e.file}: {e.key}: {e.expected}" for e in self.errors))
 
 
 @dataclass(frozen=True)
@@ -142,31 +144,41 @@ class RepoConfig:
 
 
 class _Reader:
-    """Typed reads from a parsed mapping, each error naming the file and the key's full path."""
+    """Typed reads from a parsed mapping. A mistake is recorded with the file and the key's full path,
+    and reading goes on, so that one run finds every mistake; `check` raises them all."""
 
-    def __init__(self, file: str, data: Any, key: str = ""):
+    def __init__(self, file: str, data: Any, key: str = "", problems: list[ConfigError] | None = None):
         self.file, self.key = file, key
+        self.problems = [] if problems is None else problems
+        self.data: dict[Any, Any] = data if isinstance(data, dict) else {}
         if not isinstance(data, dict):
-            raise ConfigError(file, key or "(top level)", f"expected a mapping, got {_kind(data)}")
-        self.data = data
+            self.fail("", f"expected a mapping, got {_kind(data)}")
 
     def _path(self, key: str) -> str:
-        return f"{self.key}.{key}" if self.key else key
+        return f"{self.key}.{key}" if self.key and key else key or self.key or "(top level)"
+
+    def fail(self, key: str, expected: str) -> None:
+        self.problems.append(ConfigError(self.file, self._path(key), expected))
+
+    def check(self) -> None:
+        """Raise every mistake found, as one ConfigError."""
+        if self.problems:
+            first = self.problems[0]
+            raise ConfigError(first.file, first.key, first.expected, tuple(self.problems[1:]))
 
     def reject_unknown(self, known: set[str]) -> None:
         for key in self.data:
             if key not in known:
-                raise ConfigError(self.file, self._path(str(key)),
-                                  f"unknown key; expected one of {', '.join(sorted(known))}")
+                self.fail(str(key), f"unknown key; expected one of {', '.join(sorted(known))}")
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
         value = self.data.get(key, default)
         if value is default:
             return default
-        if isinstance(value, bool) and kind in (int, float, (int, float)):
-            value = None  # YAML booleans are ints to Python, never to a user.
-        if not isinstance(value, kind):
-            raise ConfigError(self.file, self._path(key), f"expected {_name(kind)}, got {_kind(value)}")
+        # YAML booleans are ints to Python, never to a user.
+        if not isinstance(value, kind) or isinstance(value, bool) and bool not in _kinds(kind):
+            self.fail(key, f"expected {_name(kind)}, got {_kind(value)}")
+            return default
         return value
 
     def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -174,22 +186,48 @@ class _Reader:
         if value is None:
             return default
         if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(self.file, self._path(key), f"expected a list of strings, got {_kind(value)}")
-        return tuple(value)
+            return (value,)
+        if not isinstance(value, list):
+            self.fail(key, f"expected a list of strings, got {_kind(value)}")
+            return default
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                self.fail(f"{key}[{index}]", f"expected a string, got {_kind(item)}")
+        return tuple(item for item in value if isinstance(item, str))
 
     def seconds(self, key: str, default: float, zero: str | None = None) -> float:
         """A duration in seconds, above 0 (or 0 too, when `zero` says what 0 means)."""
         value = float(self.get(key, (int, float), default))
         if value < 0 or value == 0 and zero is None:
             floor = "0 or more (0 " + zero + ")" if zero else "above 0"
-            raise ConfigError(self.file, self._path(key), f"expected a number of seconds {floor}, got {value:g}")
+            self.fail(key, f"expected a number of seconds {floor}, got {value:g}")
+            return default
         return value
+
+    def path(self, key: str, value: str) -> str:
+        """A repository-relative path, normalised, that cannot leave the repository."""
+        if "\\" in value or "\0" in value:
+            self.fail(key, f"expected a relative POSIX path, got {value!r}")
+            return "."
+        normal = posixpath.normpath(value or ".")
+        if normal.startswith("/") or normal == ".." or normal.startswith("../"):
+            self.fail(key, f"expected a path inside the repository, got {value!r}")
+            return "."
+        return normal
 
     def child(self, key: str) -> "_Reader | None":
         value = self.data.get(key)
-        return None if value is None else _Reader(self.file, value, self._path(key))
+        return None if value is None else _Reader(self.file, value, self._path(key), self.problems)
+
+    def section(self, key: str, known: set[str]) -> "_Reader":
+        """A mapping of known keys under `key`, empty when absent."""
+        reader = self.child(key) or _Reader(self.file, {}, self._path(key), self.problems)
+        reader.reject_unknown(known)
+        return reader
+
+
+def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
 
 
 def _kind(value: Any) -> str:
@@ -198,8 +236,7 @@ def _kind(value: Any) -> str:
 
 
 def _name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(_kind(k()) for k in kinds)
+    return " or ".join(dict.fromkeys(_kind(k()) for k in _kinds(kind)))
 
 
 def _load_yaml(text: bytes, file: str) -> Any:
@@ -215,14 +252,15 @@ def _load_yaml(text: bytes, file: str) -> Any:
 def _ignore_rules(reader: _Reader) -> tuple[IgnoreRule, ...]:
     raw = reader.data.get("ignore") or []
     if not isinstance(raw, list):
-        raise ConfigError(reader.file, reader._path("ignore"), "expected a list of rules")
+        reader.fail("ignore", f"expected a list of rules, got {_kind(raw)}")
+        return ()
     rules = []
     for i, item in enumerate(raw):
-        rule = _Reader(reader.file, item, reader._path(f"ignore[{i}]"))
+        rule = _Reader(reader.file, item, reader._path(f"ignore[{i}]"), reader.problems)
         rule.reject_unknown({"kinds", "names", "annotations", "labels", "paths"})
         for pointer in rule.strings("paths"):
             if not pointer.startswith("/"):
-                raise ConfigError(rule.file, rule._path("paths"), f"expected a JSON pointer like /spec/replicas, got {pointer!r}")
+                rule.fail("paths", f"expected a JSON pointer like /spec/replicas, got {pointer!r}")
         rules.append(IgnoreRule(kinds=rule.strings("kinds", ("*",)), names=rule.strings("names", ("*",)),
                                 annotations=rule.strings("annotations"), labels=rule.strings("labels"),
                                 paths=rule.strings("paths")))
@@ -230,38 +268,36 @@ def _ignore_rules(reader: _Reader) -> tuple[IgnoreRule, ...]:
 
 
 def parse_server_config(text: bytes, file: str = "config/bot.yaml") -> ServerConfig:
+    """Parse the server config; a ConfigError names every mistake in it."""
     top = _Reader(file, _load_yaml(text, file))
     top.reject_unknown({"repos", "clusters", "commands", "diff", "render", "deploy", "reconcile", "git"})
     clusters = {}
     for name, raw in (top.get("clusters", dict, {}) or {}).items():
-        entry = _Reader(file, raw, f"clusters.{name}")
+        entry = _Reader(file, raw, f"clusters.{name}", top.problems)
+        if not isinstance(raw, dict):
+            continue
         entry.reject_unknown({"kubeconfig", "context", "in_cluster", "repos", "branches", "namespaces"})
         cluster = Cluster(str(name), entry.get("kubeconfig", str), entry.get("context", str),
                           entry.get("in_cluster", bool, False), repos=entry.strings("repos"),
                           branches=entry.strings("branches") if "branches" in entry.data else None,
                           namespaces=entry.strings("namespaces") if "namespaces" in entry.data else None)
-        if not cluster.in_cluster and not cluster.kubeconfig:
-            raise ConfigError(file, f"clusters.{name}", "expected `kubeconfig` (with `context`) or `in_cluster: true`")
-        if not cluster.repos:
-            raise ConfigError(file, f"clusters.{name}.repos",
-                              "expected the repository globs granted this cluster, such as [\"acme/infra\"]")
+        if cluster.in_cluster == bool(cluster.kubeconfig):
+            entry.fail("", "expected `kubeconfig` (with `context`) or `in_cluster: true`"
+                       + (", not both" if cluster.in_cluster else ""))
+        if not cluster.repos and "repos" not in entry.data:
+            entry.fail("repos", "expected the repository globs granted this cluster, such as [\"acme/infra\"]")
         clusters[str(name)] = cluster
-    commands = top.child("commands")
-    prefix = commands.get("prefix", str, "/") if commands else "/"
+    commands = top.section("commands", {"prefix"})
+    prefix = commands.get("prefix", str, "/")
     if not prefix or any(c.isspace() for c in prefix):
-        raise ConfigError(file, "commands.prefix", "expected a non-empty prefix without spaces")
-    diff = top.child("diff")
-    sections = {name: top.child(name) or _Reader(file, {}, name) for name in ("render", "deploy", "reconcile", "git")}
-    for name, known in (("render", {"timeout", "sandbox"}), ("deploy", {"rollout_timeout"}),
-                        ("reconcile", {"interval"}), ("git", {"allow_local_urls", "fetch_timeout"})):
-        sections[name].reject_unknown(known)
-    for section, known in ((commands, {"prefix"}), (diff, {"ignore"})):
-        if section:
-            section.reject_unknown(known)
-    render, deploy, reconcile, git = (sections[n] for n in ("render", "deploy", "reconcile", "git"))
-    return ServerConfig(
-        repos=top.strings("repos"), clusters=clusters, command_prefix=prefix,
-        ignore=_ignore_rules(diff) if diff else (),
+        commands.fail("prefix", "expected a non-empty prefix without spaces")
+    diff = top.section("diff", {"ignore"})
+    render = top.section("render", {"timeout", "sandbox"})
+    deploy = top.section("deploy", {"rollout_timeout"})
+    reconcile = top.section("reconcile", {"interval"})
+    git = top.section("git", {"allow_local_urls", "fetch_timeout"})
+    config = ServerConfig(
+        repos=top.strings("repos"), clusters=clusters, command_prefix=prefix, ignore=_ignore_rules(diff),
         render_timeout=render.seconds("timeout", 60.0),
         rollout_timeout=deploy.seconds("rollout_timeout", 300.0),
         reconcile_interval=reconcile.seconds("interval", 600.0, zero="turns the periodic run off"),
@@ -269,67 +305,63 @@ def parse_server_config(text: bytes, file: str = "config/bot.yaml") -> ServerCon
         allow_local_urls=git.get("allow_local_urls", bool, False),
         fetch_timeout=git.seconds("fetch_timeout", 300.0),
     )
+    top.check()
+    return config
 
 
 def load_server_config(path: Path) -> ServerConfig:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(str(path), "(file)", "not found; set GITOPS_BOT_CONFIG or create it") from None
+        raise ConfigError(str(path), "(file)", "not found; set GITOPS_BOT_CONFIG, or write one with "
+                                               "`gitops-bot init`") from None
     return parse_server_config(data, str(path))
-
-
-def safe_relative_path(value: str, file: str, key: str) -> str:
-    """A repository-relative path, normalised, that cannot leave the repository."""
-    if "\\" in value or "\0" in value:
-        raise ConfigError(file, key, f"expected a relative POSIX path, got {value!r}")
-    normal = posixpath.normpath(value or ".")
-    if normal.startswith("/") or normal == ".." or normal.startswith("../"):
-        raise ConfigError(file, key, f"expected a path inside the repository, got {value!r}")
-    return normal
 
 
 def parse_repo_config(text: bytes, file: str = REPO_CONFIG_FILE, *,
                       clusters: set[str] | None = None) -> RepoConfig:
-    """Parse `.gitops.yaml`. With `clusters`, cluster names are checked against the server config."""
+    """Parse `.gitops.yaml`; a ConfigError names every mistake in it. With `clusters`, cluster names
+    are checked against the server config."""
     top = _Reader(file, _load_yaml(text, file))
     top.reject_unknown({"environments", "diff"})
     envs_raw = top.get("environments", dict)
     if not envs_raw:
-        raise ConfigError(file, "environments", "expected a mapping of environment names to settings")
+        top.fail("environments", "expected a mapping of environment names to settings")
     environments = []
-    for name, raw in envs_raw.items():
-        key = f"environments.{name}"
-        entry = _Reader(file, raw, key)
+    for name, raw in (envs_raw or {}).items():
+        entry = _Reader(file, raw, f"environments.{name}", top.problems)
+        if not isinstance(raw, dict):
+            continue
         entry.reject_unknown({"branch", "path", "cluster", "namespace", "prune", "deployers", "require", "helm"})
         branch = entry.get("branch", str)
-        if not branch:
-            raise ConfigError(file, f"{key}.branch", "expected the branch this environment deploys from")
+        if not entry.data.get("branch"):
+            entry.fail("branch", "expected the branch this environment deploys from")
         cluster = entry.get("cluster", str)
         if cluster is not None and clusters is not None and cluster not in clusters:
-            raise ConfigError(file, f"{key}.cluster",
-                              f"expected a cluster named in the server config ({', '.join(sorted(clusters)) or 'none'}), got {cluster!r}")
+            entry.fail("cluster", f"expected a cluster named in the server config "
+                                  f"({', '.join(sorted(clusters)) or 'none'}), got {cluster!r}")
         deployers = entry.get("deployers", str, "write")
         if deployers not in PERMISSION_LEVELS[1:]:
-            raise ConfigError(file, f"{key}.deployers", f"expected one of {'|'.join(PERMISSION_LEVELS[1:])}, got {deployers!r}")
+            entry.fail("deployers", f"expected one of {'|'.join(PERMISSION_LEVELS[1:])}, got {deployers!r}")
         require = entry.strings("require")
-        for item in require:
+        for index, item in enumerate(require):
             if item not in REQUIREMENTS:
-                raise ConfigError(file, f"{key}.require", f"expected items from {', '.join(REQUIREMENTS)}, got {item!r}")
+                entry.fail(f"require[{index}]", f"expected one of {', '.join(REQUIREMENTS)}, got {item!r}")
         helm = entry.child("helm")
         helm_options = None
         if helm:
             helm.reject_unknown({"release", "values"})
-            values = tuple(safe_relative_path(v, file, f"{key}.helm.values") for v in helm.strings("values"))
+            values = tuple(helm.path(f"values[{i}]", v) for i, v in enumerate(helm.strings("values")))
             helm_options = HelmOptions(helm.get("release", str) or str(name), values)
         environments.append(Environment(
-            name=str(name), branch=branch, cluster=cluster,
-            path=safe_relative_path(entry.get("path", str, "."), file, f"{key}.path"),
+            name=str(name), branch=branch or "", cluster=cluster, path=entry.path("path", entry.get("path", str, ".")),
             namespace=entry.get("namespace", str), prune=entry.get("prune", bool, False),
             deployers=deployers, require=require, helm=helm_options,
         ))
-    diff = top.child("diff")
-    return RepoConfig(tuple(environments), _ignore_rules(diff) if diff else ())
+    diff = top.section("diff", {"ignore"})
+    config = RepoConfig(tuple(environments), _ignore_rules(diff))
+    top.check()
+    return config
 
 
 GOVERNING_FIELDS = ("branch", "path", "cluster", "namespace", "prune", "deployers", "require", "helm")

@@ -55,8 +55,11 @@ def test_a_cluster_takes_deploys_only_from_what_it_grants(repo, env, refused):
 @pytest.mark.parametrize("text_, key, expected", [
     ("clusters:\n  s: {kubeconfig: /k}\n", "clusters.s.repos", "repository globs granted this cluster"),
     ("clusters:\n  s: {kubeconfig: /k, repos: ['*'], branches: main}\n", None, None),
-    ("clusters:\n  s: {kubeconfig: /k, repos: ['*'], namespaces: [1]}\n", "clusters.s.namespaces",
-     "a list of strings"),
+    ("clusters:\n  s: {kubeconfig: /k, repos: ['*'], namespaces: [1]}\n", "clusters.s.namespaces[0]",
+     "expected a string, got a number"),
+    ("clusters:\n  s: {kubeconfig: /k, in_cluster: true, repos: ['*']}\n", "clusters.s",
+     "expected `kubeconfig` (with `context`) or `in_cluster: true`, not both"),
+    ("render: {timeout: yes}\n", "render.timeout", "expected a number, got a boolean"),
     ("clusters:\n  s: {kubeconfig: /k, repos: ['*'], owner: me}\n", "clusters.s.owner", "unknown key"),
     ("git: {allow_local: true}\n", "git.allow_local", "unknown key"),
     ("git: {allow_local_urls: 'yes'}\n", "git.allow_local_urls", "a boolean"),
@@ -305,8 +308,9 @@ def check_config(*args: str) -> "subprocess.CompletedProcess[str]":
 
 
 def test_check_config_names_every_environment_the_server_refuses(tmp_path, remote):
-    server = tmp_path / "bot.yaml"
-    server.write_text("repos: ['acme/*']\nclusters:\n  staging: {kubeconfig: /k, repos: ['acme/*']}\n"
+    server, kubeconfig = tmp_path / "bot.yaml", tmp_path / "staging.kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    server.write_text(f"repos: ['acme/*']\nclusters:\n  staging: {{kubeconfig: {kubeconfig}, repos: ['acme/*']}}\n"
                       "  production: {in_cluster: true, repos: [acme/infra], branches: [production]}\n")
     remote.commit("main", {".gitops.yaml": "environments:\n  staging: {branch: main, cluster: staging}\n"
                                            "  prod: {branch: main, cluster: production}\n"
@@ -321,6 +325,23 @@ def test_check_config_names_every_environment_the_server_refuses(tmp_path, remot
     server.write_text(server.read_text().replace("branches: [production]", "branches: [main]"))
     fine = check_config("--server", str(server), "--repo", str(remote.work), "--repo-name", "acme/infra")
     assert fine.returncode == 0 and fine.stderr == "" and "ok (staging, prod, docs)" in fine.stdout
+
+
+def test_check_config_reports_every_mistake_at_once(tmp_path):
+    server = tmp_path / "bot.yaml"
+    server.write_text("repos: [acme/*, 7]\nclusters:\n  a: {kubeconfig: /nowhere/a.kubeconfig, repos: ['*']}\n"
+                      "  b: {in_cluster: yes}\nrender: {timeout: -1}\n")
+    result = check_config("--server", str(server))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{server}: clusters.b.repos: expected the repository globs granted this cluster, such as [\"acme/infra\"]",
+        f"{server}: repos[1]: expected a string, got a number",
+        f"{server}: render.timeout: expected a number of seconds above 0, got -1"]
+    server.write_text("repos: []\nclusters:\n  a: {kubeconfig: /nowhere/a.kubeconfig, repos: ['*']}\n")
+    missing = check_config("--server", str(server))
+    assert missing.returncode == 1 and missing.stderr.splitlines() == [
+        f"{server}: clusters.a.kubeconfig: no such file: /nowhere/a.kubeconfig",
+        f"{server}: warning: `repos` lists no repository, so every webhook is ignored"]
 
 
 def test_check_config_refuses_a_cluster_without_its_grant(tmp_path):
