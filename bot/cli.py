@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run, to start 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gitops-bot", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gitops-bot {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="the webhook and dashboard web server (gunicorn)")
@@ -66,18 +67,72 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.add_parser("reconcile", help="queue what missed webhooks left undone, now")
 
+    init = commands.add_parser("init", help="write a commented config/bot.yaml and an example .gitops.yaml")
+    init.add_argument("--dir", default=".", help="where to write them (default: the current directory)")
+    init.add_argument("--force", action="store_true", help="overwrite files that exist")
+
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     if args.command in ("serve", "worker", "reconcile"):
         from bot import logs
         logs.setup(settings.secrets())
     handler = {"serve": cmd_serve, "worker": cmd_worker, "up": cmd_up, "diff": cmd_diff,
-               "check-config": cmd_check_config, "deploy": cmd_deploy, "reconcile": cmd_reconcile}[args.command]
+               "check-config": cmd_check_config, "deploy": cmd_deploy, "reconcile": cmd_reconcile,
+               "init": cmd_init}[args.command]
     return handler(args, settings)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gitops-bot")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the starting configs, never over a file that exists unless asked to."""
+    from importlib.resources import files
+
+    templates = files("bot") / "templates"
+    targets = {Path(args.dir) / "config" / "bot.yaml": "bot.yaml", Path(args.dir) / ".gitops.yaml": "gitops.yaml"}
+    existing = [str(path) for path in targets if path.exists()]
+    if existing and not args.force:
+        print(f"gitops-bot init: {', '.join(existing)} exists already; --force overwrites it", file=sys.stderr)
+        return 1
+    for path, template in targets.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text((templates / template).read_text())
+        print(f"wrote {path}")
+    print("next: list your repositories under `repos` in config/bot.yaml, set GITHUB_WEBHOOK_SECRET and "
+          "GITHUB_TOKEN (or the GitLab twins), then run `gitops-bot up`")
+    return 0
+
+
+def _preflight(command: str, settings: Settings, needs_redis: bool = True) -> int | None:
+    """Check what a long-running command needs before starting anything: one line each, exit 2."""
+    from bot.config import ConfigError, load_server_config
+
+    problems = []
+    try:
+        load_server_config(settings.config_path)
+    except ConfigError as err:
+        problems.append(str(err))
+    if needs_redis and not settings.redis_url:
+        problems.append("REDIS_URL is not set (only `gitops-bot up` starts an embedded Redis)")
+    for problem in problems:
+        for line in problem.splitlines():
+            print(f"gitops-bot {command}: {line}", file=sys.stderr)
+    return 2 if problems else None
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
+
+    failed = _preflight("serve", settings)
+    if failed:
+        return failed
 
     from gunicorn.app.base import BaseApplication
     from gunicorn.glogging import Logger
@@ -116,9 +171,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     from bot.queue import Store
 
-    if not settings.redis_url:
-        print("gitops-bot worker: REDIS_URL is not set", file=sys.stderr)
-        return 2
+    failed = _preflight("worker", settings)
+    if failed:
+        return failed
     store = Store(redis.Redis.from_url(settings.redis_url), settings.name)
     if not args.burst:
         from bot.config import load_server_config
@@ -157,6 +212,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     """Start Redis (unless REDIS_URL is set), the web server and a worker; stop all on Ctrl-C."""
     from bot.embedded import RedisServer
 
+    failed = _preflight("up", settings, needs_redis=False)
+    if failed:
+        return failed
     env = dict(os.environ)
     redis_server = None
     if not settings.redis_url:
