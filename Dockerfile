@@ -1,8 +1,9 @@
 FROM python:3.11-slim
 
-# git: mirrors and snapshots are read with git itself.
+# git: mirrors and snapshots are read with git itself. bubblewrap: the renderer box (Kustomize and
+# Helm run with no network and no file but the exported tree; the pod needs user namespaces).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git ca-certificates \
+ && apt-get install -y --no-install-recommends git ca-certificates bubblewrap \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 gitops
 

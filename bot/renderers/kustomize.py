@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import yaml
 
-from bot.renderers.errors import Known, RenderError, reduce
+from bot.renderers.errors import Known, RenderError, error_lines, reduce
 from bot.renderers.sandbox import Box
 from bot.yamlio import Limits, parse_documents
 
@@ -66,28 +66,33 @@ def go_fold(name: str) -> str:
 
     Go's fold (encoding/json/fold.go, appendFoldedName): an ASCII byte is upper-cased; any other
     character becomes the smallest character of its orbit under unicode.SimpleFold, the simple
-    (one-to-one) case mappings.
+    (one-to-one) case mappings. Characters are as Python's Unicode database knows them.
     """
     return "".join(_fold_character(c) for c in name)
+
+
+_ORBITS = ("Kk\u212a", "Ss\u017f", "\xb5\u039c\u03bc", "\xc5\xe5\u212b", "\xdf\u1e9e", "\u0130", "\u0131",
+           "\u01c4\u01c5\u01c6", "\u01c7\u01c8\u01c9", "\u01ca\u01cb\u01cc", "\u01f1\u01f2\u01f3",
+           "\u0345\u0399\u03b9\u1fbe", "\u0392\u03b2\u03d0", "\u0395\u03b5\u03f5", "\u0398\u03b8\u03d1\u03f4",
+           "\u039a\u03ba\u03f0", "\u03a0\u03c0\u03d6", "\u03a1\u03c1\u03f1", "\u03a3\u03c2\u03c3",
+           "\u03a6\u03c6\u03d5", "\u03a9\u03c9\u2126", "\u0412\u0432\u1c80", "\u0414\u0434\u1c81",
+           "\u041e\u043e\u1c82", "\u0421\u0441\u1c83", "\u0422\u0442\u1c84\u1c85", "\u042a\u044a\u1c86",
+           "\u0462\u0463\u1c87", "\u1c88\ua64a\ua64b", "\u1e60\u1e61\u1e9b")
+"""Go's `caseOrbit` table (unicode/tables.go): the orbits that are more than a character and its
+one other case. `İ` and `ı` are alone in theirs: their folds to `i` are Turkic, not simple."""
+_ORBIT_MIN = {c: min(orbit) for orbit in _ORBITS for c in orbit}
 
 
 @functools.lru_cache(maxsize=4096)
 def _fold_character(c: str) -> str:
     if c < "\x80":
         return c.upper()
-    if c in "\u0130\u0131":  # İ and ı: only Turkic foldings join them to i, and Go leaves those out
-        return c
-    orbit, pending = {c}, [c]
-    while pending:
-        current = pending.pop()
-        # Python's lower()/upper()/title() are full mappings ('ß'.upper() is 'SS'); a simple
-        # mapping is always one character, so longer results are not mappings here. title()
-        # gives the simple one where upper() gives two characters ('ᾳ': 'ΑΙ', but simply 'ᾼ').
-        for other in (current.lower(), current.upper(), current.title()):
-            if len(other) == 1 and other not in orbit and other not in "\u0130\u0131":
-                orbit.add(other)
-                pending.append(other)
-    return min(orbit)
+    if c in _ORBIT_MIN:
+        return _ORBIT_MIN[c]
+    # Any other orbit is the character and its one other case. Python's lower()/upper() are full
+    # mappings ('ŉ'.upper() is two characters); a simple mapping is one character, which title()
+    # gives where upper() gives two ('ᾳ'.upper() is 'ΑΙ', its simple upper case 'ᾼ').
+    return min(c, *(m for m in (c.lower(), c.upper(), c.title()) if len(m) == 1))
 
 
 class Fields:
@@ -115,8 +120,9 @@ class Fields:
     def mappings(self, field_name: str) -> list["Fields"]:
         """The mapping items of a list field (patches, generators), each as Fields."""
         value = self.get(field_name)
-        return [Fields(item, self.name) for item in value if isinstance(item, dict)] \
-            if isinstance(value, list) else []
+        if not isinstance(value, list):
+            return []  # another shape is left for kustomize to reject
+        return [Fields(item, self.name) for item in value if isinstance(item, dict)]
 
 
 @dataclass
@@ -159,7 +165,7 @@ def render_kustomize(root: Path, path: str, *, timeout: float = 60.0, kubectl: s
     if proc.returncode != 0:
         for file in paths.files:
             walk.known.add_path(file)
-        message = reduce(_error_lines(proc.stderr), walk.known, [str(root)])
+        message = reduce(error_lines(proc.stderr), walk.known, [str(root)])
         raise RenderError(message or f"kustomize exited with {proc.returncode}", path)
     try:
         return proc.stdout.decode("utf-8")
@@ -236,18 +242,17 @@ def _check_kustomization(paths: RepoPaths, directory: str, walk: Walk) -> list[s
 
 def _learn(doc: Any, known: Known) -> None:
     """The names a kustomization's errors may show: its keys, and its strings of one word (paths,
-    names, kinds, field paths), except what its generators hold."""
-    pending = [doc]
+    names, kinds, field paths), except the strings its generators hold."""
+    pending = [(doc, False)]
     while pending:
-        value = pending.pop()
+        value, data = pending.pop()
         if isinstance(value, dict):
             for key, item in value.items():
                 known.names.add(str(key))
-                if go_fold(str(key)) not in _DATA_FIELDS:
-                    pending.append(item)
+                pending.append((item, data or go_fold(str(key)) in _DATA_FIELDS))
         elif isinstance(value, list):
-            pending.extend(value)
-        elif isinstance(value, str) and value and not any(c.isspace() for c in value):
+            pending.extend((item, data) for item in value)
+        elif isinstance(value, str) and value and not data and not any(c.isspace() for c in value):
             known.names.add(value)
 
 
@@ -264,13 +269,6 @@ def _learn_values(paths: RepoPaths, directory: str, generator: Fields, walk: Wal
             text = paths.read(file, MAX_KUSTOMIZATION_BYTES).decode("utf-8", "replace")
             for line in filter(None, (line.strip() for line in text.splitlines())):
                 values.update({line, line.partition("=")[2].strip()} - {""})
-
-
-def _error_lines(stderr: bytes) -> bytes:
-    """A CLI's error without its `Error:` prefixes, and without the warnings printed before it."""
-    lines = stderr.splitlines()
-    first = next((i for i, line in enumerate(lines) if line.lower().startswith(b"error:")), 0)
-    return b"\n".join(re.sub(rb"^error:\s*", b"", line, flags=re.IGNORECASE) for line in lines[first:])
 
 
 def _find_kubectl(explicit: str | None) -> str:

@@ -3,8 +3,8 @@
 A renderer (`kubectl kustomize`, the Helm SDK's child process, a `helm` binary) reads untrusted
 repository content, so the operating system keeps it in, through bubblewrap (`bwrap`, Linux):
 
-- new user, mount, network, PID, IPC, UTS and cgroup namespaces: no network at all (not even
-  loopback: a server on the host's 127.0.0.1 is out of reach), no other process to see;
+- new user, mount, network, PID, IPC, UTS and cgroup namespaces: no network (a loopback of its
+  own, so a server on the host's 127.0.0.1 is out of reach too), no other process to see;
 - a file system of its own: the exported tree read-only at its own path, the program's files
   read-only (its binary; for Python, the interpreter, its standard library, `helm_python` and
   the child's entry script), the system's shared libraries, and an empty /tmp as HOME. No data
@@ -68,18 +68,17 @@ class Box:
         SandboxUnavailable. The whole group is killed because a wrapper's children would
         otherwise keep the output pipes, and so this call, alive.
         """
-        with tempfile.TemporaryDirectory(prefix="render-home-") as home:
-            if not self.sandbox:
+        if not self.sandbox:
+            with tempfile.TemporaryDirectory(prefix="render-home-") as home:
                 return _communicate(list(argv), self.tree, _environment(home, env), input, timeout)
-            status, report = os.pipe()
-            try:
-                command = [*_bwrap(check(), self.tree, self.programs, report), *argv]
-                proc = _communicate(command, self.tree, _environment(BOX_HOME, env), input, timeout,
-                                    report)
-            finally:
-                os.close(report)
-                with os.fdopen(status, "rb") as reader:
-                    started = b'"exit-code"' in reader.read()
+        status, report = os.pipe()
+        try:
+            command = [*_bwrap(check(), self.tree, self.programs, report), *argv]
+            proc = _communicate(command, self.tree, _environment(BOX_HOME, env), input, timeout, report)
+        finally:
+            os.close(report)
+            with os.fdopen(status, "rb") as reader:
+                started = b'"exit-code"' in reader.read()
         if not started:  # bwrap itself failed: its complaint, never the renderer's output
             complaint = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             reason = complaint[0] if complaint else f"bwrap exited with {proc.returncode}"
@@ -121,6 +120,9 @@ def _bwrap(executable: str, tree: Path, programs: Iterable[Path], report: int | 
     argv += ["--tmpfs", BOX_HOME]
     for program in dict.fromkeys(programs):
         argv += ["--ro-bind", str(program), str(program)]
+        for packages in (program / "site-packages", program / "dist-packages"):
+            if packages.is_dir():  # a standard library's installed packages: the bot itself, in an image
+                argv += ["--tmpfs", str(packages)]
     # After the tmpfs: an exported tree usually lives under /tmp itself.
     return argv + ["--ro-bind", str(tree), str(tree), "--chdir", str(tree), "--"]
 
