@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from bot.forges.base import Forge
+from bot.forges.base import Comment, Forge
 
 
 def sync_comments(forge: Forge, repo: str, number: int, marker: str, bodies: list[str]) -> list[int]:
     """Edit the existing parts in place, create missing ones, delete surplus ones.
 
-    Parts are this instance's comments whose first line is exactly `marker`, oldest first, so
-    part N stays the Nth comment and the thread does not reshuffle.
+    Parts are the bot's own comments whose first line is exactly `marker`, oldest first, so part N
+    stays the Nth comment and the thread does not reshuffle. Anyone else's comment with the marker is
+    no part: it is never edited, deleted or read as the diff.
     """
-    existing = sorted((c for c in forge.list_comments(repo, number)
-                       if c.body.split("\n", 1)[0].strip() == marker), key=lambda c: c.id)
+    existing = own_comments(forge, repo, number, marker)
     ids = []
     for index, body in enumerate(bodies):
         if index < len(existing):
@@ -25,3 +25,11 @@ def sync_comments(forge: Forge, repo: str, number: int, marker: str, bodies: lis
     for surplus in existing[len(bodies):]:
         forge.delete_comment(repo, number, surplus.id)
     return ids
+
+
+def own_comments(forge: Forge, repo: str, number: int, marker: str) -> list[Comment]:
+    """The bot's comments on a pull request whose first line is `marker`, oldest first."""
+    login = forge.bot_login().lower()
+    return sorted((c for c in forge.list_comments(repo, number)
+                   if c.author.lower() == login and c.body.split("\n", 1)[0].strip() == marker),
+                  key=lambda c: c.id)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from bot.commands import has_commands
 from bot.config import ServerConfig
 from bot.events import (CommentEvent, Event, Ping, PullRequestEvent, PushEvent, Repo, Unsupported, event_repo,
                         to_plain)
+from bot.forges.base import clone_url_refusal
 from bot.queue import JobSpec, Plan, pull_key
 
 
-def plan(event: Event, server: ServerConfig) -> Plan:
+def plan(event: Event, server: ServerConfig, web_urls: Mapping[str, str] | None = None) -> Plan:
+    """`web_urls` (forge name: where it serves repositories) refuses payloads whose clone URL is
+    elsewhere; the jobs check again before they fetch, so leaving it out (in tests of planning) is safe."""
     if isinstance(event, Ping):
         return Plan(ignored="ping: the webhook is set up")
     if isinstance(event, Unsupported):
@@ -19,6 +24,10 @@ def plan(event: Event, server: ServerConfig) -> Plan:
         return Plan(ignored="the event names no repository")
     if not server.allows(repo.full_name):
         return Plan(ignored=f"repository {repo.full_name} is not in the server config")
+    if web_urls is not None:
+        refusal = clone_url_refusal(repo.clone_url, web_urls.get(repo.forge, ""), server.allow_local_urls)
+        if refusal:
+            return Plan(ignored=f"repository {repo.full_name}: {refusal}")
     if isinstance(event, PullRequestEvent):
         return _pull_request(event)
     if isinstance(event, CommentEvent):

@@ -109,14 +109,14 @@ def fetch_pull(rt: runtime.Runtime, forge: Forge, pr: PullRequest) -> Fetched | 
     hold), once the forge's API agrees."""
     mirror = rt.mirrors.get(pr.repo.forge, pr.repo.full_name)
     base_branch, pull_ref = f"refs/heads/{pr.base_ref}", f"refs/pull-heads/{pr.number}"
-    mirror.ensure(forge.authenticated_clone_url(pr.repo.clone_url, pr.repo.full_name), [],
+    mirror.ensure(forge.clone_url(pr.repo, allow_local=rt.server.allow_local_urls), [],
                   [f"+{base_branch}:{base_branch}",
                    f"+{forge.pull_refspec(pr.number)}:{pull_ref}"], refresh=True)
     if mirror.resolve(pull_ref) != pr.head_sha:  # the forge may move its ref a moment after it tells
         live = forge.pull_state(pr.repo.full_name, pr.number)
         if (live.head_sha, live.base_ref) != (pr.head_sha, pr.base_ref):
             return None
-        mirror.ensure(forge.authenticated_clone_url(pr.repo.clone_url, pr.repo.full_name), [pr.head_sha],
+        mirror.ensure(forge.clone_url(pr.repo, allow_local=rt.server.allow_local_urls), [pr.head_sha],
                       [f"+{forge.pull_refspec(pr.number)}:{pull_ref}"])
     # The repo config in force is the base branch's as fetched now, never a commit a payload names.
     return Fetched(mirror, mirror.resolve(base_branch))
@@ -182,7 +182,7 @@ def deploy_push(repo: dict[str, Any], branch: str, sha: str, actor: str, pull: i
     forge = rt.forge(source.forge)
     mirror = rt.mirrors.get(source.forge, source.full_name)
     default = forge.default_branch(source.full_name)
-    mirror.ensure(forge.authenticated_clone_url(source.clone_url, source.full_name), [sha] if sha else [],
+    mirror.ensure(forge.clone_url(source, allow_local=rt.server.allow_local_urls), [sha] if sha else [],
                   [f"+refs/heads/{b}:refs/heads/{b}" for b in dict.fromkeys((branch, default))], refresh=True)
     tip = mirror.resolve(f"refs/heads/{branch}")
     sha = sha or tip

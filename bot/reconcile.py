@@ -61,15 +61,16 @@ def _missing_diffs(rt: runtime.Runtime, forge: Forge, repo: Repo, findings: Find
 
 def _missing_deploys(rt: runtime.Runtime, forge: Forge, repo: Repo, findings: Findings) -> None:
     mirror = rt.mirrors.get(repo.forge, repo.full_name)
-    url = forge.authenticated_clone_url(repo.clone_url, repo.full_name)
-    branches = _environment_branches(mirror, url, repo)
+    url = forge.clone_url(repo, allow_local=rt.server.allow_local_urls)
+    default = forge.default_branch(repo.full_name)  # as the forge names it now, not as a payload once did
+    branches = _environment_branches(mirror, url, default)
     mirror.ensure(url, [], [f"+refs/heads/{b}:refs/heads/{b}" for b in branches], refresh=True)
     envs = Environments(rt.store.redis, rt.settings.name)
     for branch in branches:
         try:
             head = mirror.resolve(f"refs/heads/{branch}")
             # The environments a push of this head would deploy: by the config at that head.
-            config = read_repo_config(mirror.snapshot(head), repo.default_branch, set(rt.server.clusters))
+            config = read_repo_config(mirror.snapshot(head), default, set(rt.server.clusters))
         except (GitError, ConfigError) as err:
             findings.errors.append(f"{repo.full_name} {branch}: {err}")
             continue
@@ -86,14 +87,13 @@ def _missing_deploys(rt: runtime.Runtime, forge: Forge, repo: Repo, findings: Fi
                 findings.deploys.append(f"{repo.full_name} {env.name} at {head[:7]}")
 
 
-def _environment_branches(mirror: Mirror, url: str, repo: Repo) -> list[str]:
+def _environment_branches(mirror: Mirror, url: str, default: str) -> list[str]:
     """The branches the default branch's `.gitops.yaml` names, or the default branch alone."""
-    mirror.ensure(url, [], [f"+refs/heads/{repo.default_branch}:refs/heads/{repo.default_branch}"], refresh=True)
+    mirror.ensure(url, [], [f"+refs/heads/{default}:refs/heads/{default}"], refresh=True)
     try:
-        config = read_repo_config(mirror.snapshot(mirror.resolve(f"refs/heads/{repo.default_branch}")),
-                                  repo.default_branch)
+        config = read_repo_config(mirror.snapshot(mirror.resolve(f"refs/heads/{default}")), default)
     except ConfigError:
-        return [repo.default_branch]
+        return [default]
     return sorted({env.branch for env in config.environments})
 
 

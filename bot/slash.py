@@ -16,7 +16,7 @@ from bot.commands import GUARDED, USAGE, Command, authorize, parse, synopsis
 from bot.config import REPO_CONFIG_FILE, ConfigError, Environment, RepoConfig
 from bot.environments import HISTORY_LIMIT, EnvRef, Environments, Hold, Record, Status
 from bot.events import PullRequest, PullRequestEvent, Repo
-from bot.forges.base import Forge, MergeRefused, PullState, Reaction
+from bot.forges.base import APPROVER_LEVEL, Comment, Forge, MergeRefused, PullState, Reaction
 from bot.gitrepo import GitError
 from bot.intake import deploy_job, diff_job
 from bot.logs import Masker
@@ -230,7 +230,8 @@ def _redefined(current: RepoConfig, merged: RepoConfig | None, branch: str) -> l
 
 def _unmet(requirement: str, pull: PullState) -> str | None:
     if requirement == "approved" and not pull.approved:
-        return "`require: approved` is unmet, as no one has approved it"
+        return (f"`require: approved` is unmet, as no one with {APPROVER_LEVEL} permission or above has approved "
+                f"its head `{pull.head_sha[:7]}`" + (f" ({pull.approval_note})" if pull.approval_note else ""))
     if requirement == "mergeable" and pull.mergeable is not True:
         return ("`require: mergeable` is unmet, as the forge says it does not merge cleanly" if pull.mergeable is False
                 else "`require: mergeable` is not known yet, as the forge is still checking; try again in a minute")
@@ -338,7 +339,11 @@ def final_reaction(outcomes: list[Outcome]) -> Reaction:
 
 @dataclass(frozen=True)
 class Request:
-    """One new comment on a pull request, as its job receives it."""
+    """One new comment on a pull request, as its job receives it.
+
+    The payload's `body` and `author` only say where to look: `run` reads the comment from the forge's
+    API by its id, and acts on what the API says.
+    """
 
     repo: Repo
     number: int
@@ -347,16 +352,38 @@ class Request:
     author: str
 
 
+MAX_COMMENT_AGE = 24 * 3600
+"""Seconds after it was made that a comment's commands still run: a delivery replayed later (an old
+webhook resent, or a forged one naming an old comment) is ignored."""
+
+
 def run(rt: runtime.Runtime, request: Request) -> dict[str, Any]:
     """Run a comment's commands in order, react on receipt and on the result, and reply once."""
     forge = rt.forge(request.repo.forge)
-    if request.author.lower() == forge.bot_login().lower():
-        log.info("comment ignored: the bot's own", extra={"pull": request.number, "comment": request.comment_id})
-        return {"ignored": "the bot's own comment"}
+    comment = forge.comment(request.repo.full_name, request.number, request.comment_id)
+    reason = ignored(comment, forge.bot_login(), time.time())
+    if comment is None or reason:
+        log.info("comment ignored", extra={"repo": request.repo.full_name, "pull": request.number,
+                                           "comment": request.comment_id, "reason": reason})
+        return {"ignored": reason}
+    request = replace(request, body=comment.body, author=comment.author)
     commands = parse(request.body, rt.server.command_prefix)
     if not commands:
         return {"ignored": "no command"}
     return Executor(rt, forge, request).answer(commands)
+
+
+def ignored(comment: Comment | None, bot_login: str, now: float) -> str | None:
+    """Why a comment's commands are not run, as the forge's API tells the comment; None when they are."""
+    if comment is None:
+        return "no such comment on this pull request"
+    if comment.author.lower() == bot_login.lower():
+        return "the bot's own comment"
+    if comment.author_is_bot:
+        return f"a comment by the bot {comment.author}"
+    if now - comment.created_at > MAX_COMMENT_AGE:
+        return f"the comment is older than {MAX_COMMENT_AGE // 3600} hours"
+    return None
 
 
 class Executor:
@@ -368,7 +395,7 @@ class Executor:
         self.envs = Environments(rt.store.redis, rt.settings.name)
         self.journal = Journal(rt.store.redis, f"{rt.store.prefix}:comment:{request.repo.forge}:"
                                                f"{request.repo.full_name}:{request.comment_id}")
-        self.url = forge.authenticated_clone_url(request.repo.clone_url, request.repo.full_name)
+        self.url = forge.clone_url(request.repo, allow_local=rt.server.allow_local_urls)
 
     def answer(self, commands: list[Command]) -> dict[str, Any]:
         self._react("eyes")
@@ -410,10 +437,10 @@ class Executor:
         held = self.forge.permission(repo.full_name, self.request.author) \
             if any(c.name in GUARDED for c in known) else None
         mirror, ref = self.rt.mirrors.get(repo.forge, repo.full_name), f"refs/heads/{pull.base_ref}"
+        default = self.forge.default_branch(repo.full_name)
         try:
             mirror.ensure(self.url, [], [f"+{ref}:{ref}"], refresh=True)
-            config = read_repo_config(mirror.snapshot(mirror.resolve(ref)), repo.default_branch,
-                                      set(self.rt.server.clusters))
+            config = read_repo_config(mirror.snapshot(mirror.resolve(ref)), default, set(self.rt.server.clusters))
         except (GitError, ConfigError) as err:
             return replace(facts, pull=pull, held=held, config_error=str(err))
         return replace(facts, pull=pull, held=held, config=config)

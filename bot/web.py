@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from bot.config import ServerConfig, load_server_config
 from bot import dashboard
 from bot.environments import Environments
-from bot.forges import commit_url, webhook_parser
+from bot.forges import commit_url, web_urls, webhook_parser
 from bot.forges.base import WebhookError
 from bot.events import event_repo
 from bot.intake import plan
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
             raise ValueError("REDIS_URL is not set (only `gitops-bot up` starts an embedded Redis)")
         connection = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     store = Store(connection, settings.name)
+    forge_web_urls = web_urls(settings)
     fleet = FleetCollector(FleetMetrics(connection, store.prefix), store.queues())
 
     app = Flask(__name__)
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
             WEBHOOKS.labels(forge, "unverified", f"refused_{err.status}").inc()
             log.info("webhook refused", extra={"forge": forge, "status": err.status, "reason": err.message})
             return answer(err.status, error=err.message)
-        decision = plan(delivery.event, server)
+        decision = plan(delivery.event, server, forge_web_urls)
         context = {"forge": forge, "delivery": delivery.delivery_id, "event": delivery.event_name}
         repo = event_repo(delivery.event)
         entry = {**context, "repo": repo.full_name if repo else None, "at": time.time()}

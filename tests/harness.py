@@ -166,8 +166,17 @@ class Bot:
         return released
 
 
+LOCAL_URLS = "git: {allow_local_urls: true}\n"
+"""Tests clone from file:// remotes: a server config that says nothing of `git:` allows them."""
+
+
 def bot_env(tmp: Path, redis_url: str, config: str, **extra: str) -> dict[str, str]:
-    """A clean process environment for the bot: only what it is given, nothing inherited."""
+    """A clean process environment for the bot: only what it is given, nothing inherited.
+
+    A `config` with no `git:` key is given `LOCAL_URLS`, so the bot may fetch the tests' file:// remotes.
+    """
+    if not re.search(r"^git:", config, re.MULTILINE):
+        config = config.rstrip("\n") + "\n" + LOCAL_URLS if config.strip() else LOCAL_URLS
     (tmp / "bot.yaml").write_text(config)
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV")}
     env.update(REDIS_URL=redis_url, GITOPS_BOT_CONFIG=str(tmp / "bot.yaml"),
@@ -310,6 +319,10 @@ class ForgeScenario:
         """A comment in the thread (made on the forge first, so it can be reacted to) and its webhook."""
         raise NotImplementedError
 
+    def comment_hook(self, comment_id: int, body: str, author: str, edited: bool = False) -> Answer:
+        """The webhook of a comment, saying whatever it is told, whatever the forge holds."""
+        raise NotImplementedError
+
     def replies(self) -> list[str]:
         """The bodies of the bot's comments, oldest first."""
         raise NotImplementedError
@@ -389,14 +402,17 @@ class PullRequestScenario(ForgeScenario):
         return self.github.comments(self.repo, self.number)
 
     def comment(self, body: str, author: str = "alice", edited: bool = False) -> tuple[Answer, int]:
+        made = self.github.add_comment(self.repo, self.number, body, user=author)
+        return self.comment_hook(made["id"], body, author, edited), made["id"]
+
+    def comment_hook(self, comment_id: int, body: str, author: str, edited: bool = False) -> Answer:
         from tests.conftest import payload
 
-        made = self.github.add_comment(self.repo, self.number, body, user=author)
         event = self._repository(payload("github/issue_comment.created.on-pull-request"))
         event["action"] = "edited" if edited else "created"
         event["issue"]["number"] = self.number
-        event["comment"].update(id=made["id"], body=body, user=made["user"])
-        return self.deliver(event, event="issue_comment"), made["id"]
+        event["comment"].update(id=comment_id, body=body, user=self.github._user(author))
+        return self.deliver(event, event="issue_comment")
 
     def replies(self) -> list[str]:
         return [c["body"] for c in self.comments() if c["user"]["login"] == self.github.bot_login]
@@ -448,7 +464,7 @@ class MergeRequestScenario(ForgeScenario):
     def _head_pushed(self, sha: str) -> None:
         if (self.repo, self.number) not in self.gitlab.mrs:
             self.gitlab.add_mr(self.repo, self.number, "feature", "main", sha)
-        self.gitlab.mrs[(self.repo, self.number)]["sha"] = sha
+        self.gitlab.set_head(self.repo, self.number, sha)
 
     def _project(self, body: dict, *parts: dict) -> dict:
         for project in (body["project"], *parts):
@@ -477,15 +493,18 @@ class MergeRequestScenario(ForgeScenario):
         return self.gitlab.notes(self.repo, self.number)
 
     def comment(self, body: str, author: str = "alice", edited: bool = False) -> tuple[Answer, int]:
+        note = self.gitlab.add_note(self.repo, self.number, body, author=author)
+        return self.comment_hook(note["id"], body, author, edited), note["id"]
+
+    def comment_hook(self, comment_id: int, body: str, author: str, edited: bool = False) -> Answer:
         from tests.conftest import payload
 
-        note = self.gitlab.add_note(self.repo, self.number, body, author=author)
         event = self._project(payload("gitlab/note.merge_request"))
         event["user"]["username"] = author
-        event["object_attributes"].update(id=note["id"], note=body, noteable_type="MergeRequest",
+        event["object_attributes"].update(id=comment_id, note=body, noteable_type="MergeRequest",
                                           action="update" if edited else "create")
         event["merge_request"]["iid"] = self.number
-        return self.deliver(event, event="Note Hook"), note["id"]
+        return self.deliver(event, event="Note Hook")
 
     def replies(self) -> list[str]:
         return [n["body"] for n in self.comments() if n["author"]["username"] == self.gitlab.bot_username]

@@ -69,7 +69,8 @@ def hub(algorithm: str, secret: str, body: bytes) -> str:
 
 
 BODY = json.dumps(payload("github/push.branch") | {"repository": {
-    **payload("github/push.branch")["repository"], "full_name": REPO}}).encode()
+    **payload("github/push.branch")["repository"], "full_name": REPO,
+    "clone_url": "file:///srv/git/infra.git"}}).encode()
 FORGED = {
     "missing": {},
     "sha1 only": {"X-Hub-Signature": "sha1=" + hub("sha1", SECRET, BODY)},

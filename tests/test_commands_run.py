@@ -3,6 +3,7 @@ what it asks the forge, how often, and what a retry of it does."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,14 +28,18 @@ class RecordingForge:
 
     def __init__(self, permission: str = "write"):
         self.level, self.looked_up = permission, 0
+        self.asked_about: list[str] = []
         self.state = PullState("h" * 40, "main", "open", mergeable=True, approved=True)
         self.comments: list[str] = []
         self.reactions: list[str] = []
         self.merges: list[str] = []
         self.fail_comments = 0
+        self.said: dict[int, Comment] = {}
+        """The comments in the thread, by id, as the forge's API answers them."""
 
-    def authenticated_clone_url(self, url: str, repo: str) -> str:
-        return url
+    def clone_url(self, repo: Repo, *, allow_local: bool) -> str:
+        assert allow_local  # the tests' remote is a file:// URL
+        return repo.clone_url
 
     def pull_refspec(self, number: int) -> str:
         return f"refs/pull/{number}/head"
@@ -42,8 +47,15 @@ class RecordingForge:
     def bot_login(self) -> str:
         return "gitops-bot"
 
+    def default_branch(self, repo: str) -> str:
+        return "main"
+
+    def comment(self, repo: str, number: int, comment_id: int) -> Comment | None:
+        return self.said.get(comment_id)
+
     def permission(self, repo: str, user: str) -> str:
         self.looked_up += 1
+        self.asked_about.append(user)
         return self.level
 
     def pull_state(self, repo: str, number: int) -> PullState:
@@ -76,7 +88,8 @@ def forge() -> RecordingForge:
 @pytest.fixture
 def rt(tmp_path: Path, redis_server, redis, forge) -> runtime.Runtime:
     settings = Settings(redis_url=redis_server.url, data_dir=tmp_path / "data", github_token=TOKEN)
-    server = ServerConfig(repos=("*",), clusters={"staging": Cluster("staging", "/dev/null", repos=("*",))})
+    server = ServerConfig(repos=("*",), clusters={"staging": Cluster("staging", "/dev/null", repos=("*",))},
+                          allow_local_urls=True)
     made = runtime.Runtime(settings, server, Store(redis, settings.name))
     made._forges["github"] = forge  # type: ignore[assignment]
     return made
@@ -92,6 +105,9 @@ def repo(remote: GitRemote, forge: RecordingForge) -> Repo:
 
 
 def run(rt: runtime.Runtime, repo: Repo, body: str, author: str = "alice", comment_id: int = 99) -> dict:
+    """The job for a comment that `author` made just now, whose webhook says the same."""
+    forge: RecordingForge = rt.forge("github")  # type: ignore[assignment]
+    forge.said[comment_id] = Comment(comment_id, body, author, author.endswith("[bot]"), time.time())
     return slash.run(rt, slash.Request(repo, 7, comment_id, body, author))
 
 
@@ -152,3 +168,35 @@ def test_a_retried_job_neither_repeats_a_command_nor_its_reply(rt, repo, forge):
 def test_a_reply_never_carries_a_token(rt, repo, forge):
     run(rt, repo, f"/lock staging {TOKEN}")
     assert TOKEN not in forge.comments[0] and "locked by @alice: ***" in forge.comments[0]
+
+
+def job(rt: runtime.Runtime, repo: Repo, said: Comment | None, body: str, author: str) -> dict:
+    """The job for comment 5, whose webhook says `body` by `author`, while the forge's API says `said`."""
+    forge: RecordingForge = rt.forge("github")  # type: ignore[assignment]
+    if said is not None:
+        forge.said[5] = said
+    return slash.run(rt, slash.Request(repo, 7, 5, body, author))
+
+
+def test_the_author_and_body_are_the_forges_never_the_payloads(rt, repo, forge):
+    forge.level = "read"
+    said = Comment(5, "/lock staging", "guest", created_at=time.time())
+    assert job(rt, repo, said, "/unlock staging", "admin")["commands"] == [
+        {"command": "/lock staging", "result": "refused"}]
+    assert "/lock on staging needs write permission; you have read." in forge.comments[0]
+    assert forge.asked_about == ["guest"]
+
+
+@pytest.mark.parametrize("said, reason", [
+    (None, "no such comment on this pull request"),
+    (Comment(5, "/lock staging", "alice", created_at=time.time() - slash.MAX_COMMENT_AGE - 60),
+     "the comment is older than 24 hours"),
+    (Comment(5, "/lock staging", "renovate", author_is_bot=True, created_at=time.time()),
+     "a comment by the bot renovate"),
+    (Comment(5, "/lock staging", "GitOps-Bot", created_at=time.time()), "the bot's own comment"),
+])
+def test_comments_the_forge_does_not_vouch_for_are_ignored(rt, repo, forge, said, reason, caplog):
+    caplog.set_level("INFO", logger="gitops_bot.slash")
+    assert job(rt, repo, said, "/lock staging", "alice") == {"ignored": reason}
+    assert forge.reactions == forge.comments == forge.merges == [] and forge.looked_up == 0
+    assert [r.reason for r in caplog.records if r.msg == "comment ignored"] == [reason]

@@ -126,7 +126,7 @@ def counts(outcome: dict[str, Any]) -> tuple[int, int, int, int]:
 def make_runtime(tmp_path: Path, redis_url: str, target: KubeTarget, **settings: Any) -> runtime.Runtime:
     config = Settings(redis_url=redis_url, data_dir=tmp_path / "data", name=f"bot-{target.namespace}", **settings)
     server = ServerConfig(repos=("acme/*", "group/*"), clusters={"test": target.cluster},
-                          rollout_timeout=target.rollout_timeout)
+                          rollout_timeout=target.rollout_timeout, allow_local_urls=True)
     return runtime.Runtime(config, server, Store(redis_lib.Redis.from_url(redis_url), config.name))
 
 

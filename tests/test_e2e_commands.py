@@ -79,6 +79,7 @@ def test_help_answers_with_the_commands_and_this_repositorys_environments(scenar
 def test_a_deploy_without_the_permission_is_refused_with_the_reason_and_nothing_is_merged(scenario, kube):
     scenario.push_head(HEAD_CHANGES)
     scenario.grant("mallory", "triage")
+    scenario.grant("bob", "write")
     scenario.approve("bob")
     _, comment = scenario.comment("/deploy staging", author="mallory")
     scenario.bot.work()
@@ -92,6 +93,7 @@ def test_a_deploy_without_the_permission_is_refused_with_the_reason_and_nothing_
 def test_a_deploy_merges_then_deploys_and_reports_once(scenario, kube):
     head = scenario.push_head(HEAD_CHANGES)
     scenario.grant("alice", "write")
+    scenario.grant("bob", "write")
     scenario.approve("bob")
     scenario.merge_for_real()
     _, comment = scenario.comment("/deploy")  # the base branch deploys one environment: that one

@@ -156,10 +156,22 @@ def test_collaborator_permission(fake, repo):
 def test_reviews(fake, repo):
     fake.add_review(REPO, 7, "alice")
     fake.add_review(REPO, 7, "bob", state="CHANGES_REQUESTED", body="no")
+    fake.add_review(REPO, 7, "carol", commit_id=BASE)
     reviews = list(repo.get_pull(7).get_reviews())
     assert [(r.user.login, r.state, r.commit_id) for r in reviews] == [
-        ("alice", "APPROVED", HEAD), ("bob", "CHANGES_REQUESTED", HEAD)]
+        ("alice", "APPROVED", HEAD), ("bob", "CHANGES_REQUESTED", HEAD), ("carol", "APPROVED", BASE)]
     assert reviews[1].body == "no" and reviews[0].submitted_at is not None
+
+
+def test_a_comment_by_id_says_which_issue_it_is_on(fake, repo):
+    from datetime import datetime, timezone
+
+    fake.add_pull(REPO, 8, head_sha="c" * 40, head_ref="other")
+    old = datetime(2020, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    made = fake.add_comment(REPO, 8, "/deploy", user="renovate[bot]", created_at=old)
+    comment = repo.get_issue(7).get_comment(made["id"])  # GitHub finds it whatever issue is named
+    assert comment.issue_url.endswith(f"/repos/{REPO}/issues/8")
+    assert (comment.user.login, comment.user.type, comment.created_at) == ("renovate[bot]", "Bot", old)
 
 
 def test_merge_calls_on_merge_and_closes(fake, repo):
@@ -218,6 +230,7 @@ def test_app_installation_auth(fake):
     pem = _pem()
     integration = github.GithubIntegration(auth=github.Auth.AppAuth(1234, pem), base_url=fake.url)
     assert integration.get_repo_installation("acme", "infra").id == 4242
+    assert integration.get_app().slug == "gitops-bot"  # its comments are by `gitops-bot[bot]`
 
     gh = client(fake, auth=github.Auth.AppAuth(1234, pem).get_installation_auth(4242))
     gh.get_repo(REPO).get_pull(7).create_issue_comment("hello from the app")

@@ -171,6 +171,30 @@ def test_approvals(project, fake):
     approvals = project.mergerequests.get(9, lazy=True).approvals.get()
     assert approvals.approved and approvals.approvals_left == 0
     assert [a["user"]["username"] for a in approvals.approved_by] == ["alice", "bob"]
+    assert all(a["approved_at"].endswith("Z") for a in approvals.approved_by)
+    fake.approval_times = False  # as GitLab before 18.4 answers
+    approvals = project.mergerequests.get(9, lazy=True).approvals.get()
+    assert [set(a) for a in approvals.approved_by] == [{"user"}, {"user"}]
+
+
+def test_diff_versions_record_each_push_newest_first(project, fake):
+    mr = project.mergerequests.get(7, lazy=True)
+    (first,) = mr.diffs.list(get_all=True)
+    assert (first.head_commit_sha, first.base_commit_sha, first.state) == (HEAD, BASE, "collected")
+    fake.set_head(PATH, 7, "c" * 40)
+    fake.mrs[(PATH, 7)]["sha"] = "d" * 40  # a push the stand-in is not told of: recorded when next read
+    versions = mr.diffs.list(get_all=True)
+    assert [v.head_commit_sha for v in versions] == ["d" * 40, "c" * 40, HEAD]
+    assert versions[0].id > versions[1].id and versions[0].created_at >= versions[1].created_at
+    assert project.mergerequests.get(7).sha == "d" * 40
+
+
+def test_a_users_profile_says_whether_it_is_a_bot(gl, fake):
+    human, bot = fake.add_user("alice"), fake.add_user("group_5_bot_0af3", bot=True)
+    assert (gl.users.get(human).bot, gl.users.get(bot).bot) == (False, True)
+    assert gl.users.get(bot).username == "group_5_bot_0af3"
+    note = fake.add_note(PATH, 7, "hi", author="group_5_bot_0af3")
+    assert "bot" not in note["author"]  # user objects inside other answers are the basic ones
 
 
 def test_merge(project, fake):

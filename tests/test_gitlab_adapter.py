@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import gitlab
 import pytest
 
 from bot.events import Repo
-from bot.forges.base import MergeRefused, PullState, TransientForgeError
+from bot.forges.base import DEFAULT_BRANCH_TTL, CloneURLRefused, MergeRefused, PullState, TransientForgeError
 from bot.forges.gitlab import GitLabForge
 from tests.fakes.gitlab_api import DEVELOPER, GUEST, MAINTAINER, OWNER, PLANNER, REPORTER, FakeGitLab
 from tests.fakes.http import Reply
@@ -37,17 +39,34 @@ def no_backoff(monkeypatch):
     monkeypatch.setattr(gitlab.utils.time, "sleep", lambda seconds: None)
 
 
-def test_identity_and_clone_urls(forge, fake):
+def test_identity(forge, fake):
     assert (forge.name, forge.comment_limit) == ("gitlab", 1_000_000)
     assert forge.pull_refspec(7) == "refs/merge-requests/7/head"
     assert forge.bot_login() == forge.bot_login() == "gitops-bot"
     assert len(fake.calls("GET", r"/api/v4/user$")) == 1  # cached
-    assert forge.authenticated_clone_url("https://gitlab.example.com/group/sub/infra.git", PATH) == (
-        f"https://oauth2:{TOKEN}@gitlab.example.com/group/sub/infra.git")
-    assert forge.authenticated_clone_url("https://gitlab.example.com:8443/g/r.git", PATH) == (
-        f"https://oauth2:{TOKEN}@gitlab.example.com:8443/g/r.git")
-    for url in ("file:///srv/infra.git", "http://gitlab.local/g/r.git", "git@gitlab.com:g/r.git"):
-        assert forge.authenticated_clone_url(url, PATH) == url
+
+
+@pytest.mark.parametrize("base, given", [
+    ("https://gitlab.example.com", "https://gitlab.example.com/group/sub/infra.git"),
+    ("https://gitlab.example.com", "https://gitlab.example.com:443/other/project.git"),
+    ("https://gitlab.example.com:8443", "https://gitlab.example.com:8443/group/sub/infra.git"),
+    ("https://example.com/gitlab", "https://example.com/gitlab/group/sub/infra.git"),  # a relative URL root
+])
+def test_clone_urls_are_the_configured_gitlab_and_the_projects_path(base, given):
+    forge = GitLabForge(base, TOKEN)
+    host = base.removeprefix("https://")
+    assert forge.clone_url(Repo("gitlab", PATH, given, "main"), allow_local=False) == (
+        f"https://oauth2:{TOKEN}@{host}/group/sub/infra.git")
+
+
+@pytest.mark.parametrize("given", ["https://evil.example/x.git", "http://gitlab.example.com/group/sub/infra.git",
+                                   "https://gitlab.example.com:8443/group/sub/infra.git", "git@gitlab.example.com:g/r",
+                                   "file:///srv/infra.git"])
+def test_other_clone_urls_are_refused_without_the_token(given):
+    forge = GitLabForge("https://gitlab.example.com", TOKEN)
+    with pytest.raises(CloneURLRefused, match=f"^{PATH} is not fetched: its clone URL is ") as refused:
+        forge.clone_url(Repo("gitlab", PATH, given, "main"), allow_local=False)
+    assert TOKEN not in str(refused.value)
 
 
 def test_projects_are_addressed_by_their_nested_path(forge, fake):
@@ -139,11 +158,83 @@ def test_an_unknown_user_has_no_permission(forge):
 
 def test_pull_state(forge, fake):
     assert forge.pull_state(PATH, 7) == PullState(HEAD, "main", "open", True, False)
+    fake.set_access(PATH, "carol", DEVELOPER)
     fake.add_approval(PATH, 7, "carol")
     assert forge.pull_state(PATH, 7).approved
     fake.add_mr(PATH, 8, "two-approvals", "production", "c" * 40, approvals_required=2)
     fake.add_approval(PATH, 8, "carol")
-    assert not forge.pull_state(PATH, 8).approved  # one more is required
+    state = forge.pull_state(PATH, 8)
+    assert not state.approved and state.approval_note == "GitLab's approval rules want 1 more"
+    assert fake.calls("GET", r"/merge_requests/8/versions$")
+
+
+EARLIER = "2020-01-01T00:00:00.000Z"
+
+
+@pytest.mark.parametrize("approvals, approved, note", [
+    ([("carol", None)], True, ""),
+    ([("carol", EARLIER)], False, "@carol approved an older head"),
+    ([("rita", None)], False, "@rita has triage permission, below write"),  # a reporter
+    ([("gus", None)], False, "@gus has read permission, below write"),  # a guest
+    ([("nobody", None)], False, "@nobody has none permission, below write"),
+    ([("gus", None), ("carol", EARLIER), ("mia", None)], True, ""),  # a maintainer's counts
+])
+def test_only_approvals_of_the_current_head_by_developers_count(forge, fake, approvals, approved, note):
+    for user, level in (("carol", DEVELOPER), ("mia", MAINTAINER), ("rita", REPORTER), ("gus", GUEST)):
+        fake.set_access(PATH, user, level)
+    for user, at in approvals:
+        fake.add_approval(PATH, 7, user, approved_at=at)
+    state = forge.pull_state(PATH, 7)
+    assert (state.approved, state.approval_note) == (approved, note)
+
+
+def test_an_approval_before_the_newest_push_does_not_count(forge, fake):
+    fake.set_access(PATH, "carol", DEVELOPER)
+    fake.add_approval(PATH, 7, "carol")
+    assert forge.pull_state(PATH, 7).approved
+    time.sleep(0.002)  # GitLab's timestamps are to the millisecond
+    fake.set_head(PATH, 7, "c" * 40)
+    state = forge.pull_state(PATH, 7)
+    assert (state.head_sha, state.approved, state.approval_note) == ("c" * 40, False, "@carol approved an older head")
+
+
+def test_an_approval_whose_time_gitlab_does_not_give_does_not_count(forge, fake):
+    fake.approval_times = False  # GitLab before 18.4
+    fake.set_access(PATH, "carol", DEVELOPER)
+    fake.add_approval(PATH, 7, "carol")
+    state = forge.pull_state(PATH, 7)
+    assert (state.approved, state.approval_note) == (False, "the forge does not say when @carol approved")
+
+
+def test_a_note_is_read_by_id_with_whether_its_author_is_a_bot(forge, fake):
+    fake.add_user("project_7_bot_1234", bot=True)
+    human = fake.add_note(PATH, 7, "/deploy", author="alice")
+    bot = fake.add_note(PATH, 7, "/deploy", author="project_7_bot_1234")
+    system = fake.add_note(PATH, 7, "/deploy", author="alice", system=True)
+    fake.add_mr(PATH, 8, "other", "main", "c" * 40)
+    elsewhere = fake.add_note(PATH, 8, "/deploy", author="alice")
+    comment = forge.comment(PATH, 7, human["id"])
+    assert comment is not None and (comment.id, comment.body, comment.author, comment.author_is_bot) == (
+        human["id"], "/deploy", "alice", False)
+    assert abs(comment.created_at - time.time()) < 60
+    assert forge.comment(PATH, 7, bot["id"]).author_is_bot
+    assert forge.comment(PATH, 7, system["id"]) is None  # GitLab's own record, not anyone's comment
+    assert forge.comment(PATH, 7, elsewhere["id"]) is None  # on another merge request
+    assert forge.comment(PATH, 7, 999_999) is None
+    assert fake.calls("GET", rf"/merge_requests/7/notes/{human['id']}$")
+    assert fake.calls("GET", rf"/api/v4/users/{fake.users['project_7_bot_1234']['id']}$")
+
+
+def test_the_default_branch_is_read_from_the_api_and_kept_briefly(forge, fake, monkeypatch):
+    fake.projects[PATH]["default_branch"] = "trunk"
+    clock = [1000.0]
+    monkeypatch.setattr(forge._default_branches, "clock", lambda: clock[0])
+    assert forge.default_branch(PATH) == forge.default_branch(PATH) == "trunk"
+    project = r"/api/v4/projects/group%2Fsub%2Finfra$"
+    assert len(fake.calls("GET", project)) == 1
+    clock[0] += DEFAULT_BRANCH_TTL + 1
+    fake.projects[PATH]["default_branch"] = "main"
+    assert forge.default_branch(PATH) == "main" and len(fake.calls("GET", project)) == 2
 
 
 @pytest.mark.parametrize("fields, state, mergeable", [

@@ -33,6 +33,12 @@ def make_forge(forge: str, settings: Settings) -> Forge:
     raise ValueError(f"unknown forge {forge!r}")
 
 
+def web_urls(settings: Settings) -> dict[str, str]:
+    """Where each forge serves its repositories, by forge name: a payload's clone URL must be there."""
+    from bot.forges import github
+    return {"github": github.web_url(settings.github_api_url), "gitlab": settings.gitlab_url.rstrip("/")}
+
+
 def commit_url(forge: str, settings: Settings, repo: str, sha: str) -> str | None:
     """Where a person sees a commit on its forge."""
     if forge == "github":

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hmac
+import threading
+import time
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Protocol
+from typing import Any, Callable, Generic, Hashable, Iterable, Literal, Mapping, Protocol, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import orjson
 
-from bot.errors import TemporaryError
+from bot.config import PERMISSION_LEVELS
+from bot.errors import PermanentError, TemporaryError
 from bot.events import Event, PullRequest, Repo
 
 StatusState = Literal["pending", "success", "failure", "error"]
@@ -40,6 +43,11 @@ class MergeRefused(Exception):
     """The forge would not merge: not mergeable, the head moved, a draft, protected rules."""
 
 
+class CloneURLRefused(PermanentError):
+    """A clone URL the bot will not fetch from: on a host that is not the forge's, or local where the
+    server config does not allow local URLs. The message says which, and never holds a token."""
+
+
 def retry_after(headers: Mapping[str, str] | None, now: float) -> float | None:
     """Seconds to wait, from `Retry-After` or, with no requests left, `X-RateLimit-Reset`."""
     lower = {k.lower(): v for k, v in (headers or {}).items()}
@@ -65,9 +73,15 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Comment:
+    """A comment on a pull request, as the forge's API tells it (never as a payload does)."""
+
     id: int
     body: str
     author: str
+    author_is_bot: bool = False
+    """A bot account (GitHub: a user of type Bot; GitLab: a user whose `bot` is true)."""
+    created_at: float = 0.0
+    """Unix time the comment was made; 0 where a listing does not say."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,55 @@ class PullState:
     state: Literal["open", "closed", "merged"]
     mergeable: bool | None
     approved: bool
+    """Someone with write permission or above approved the current head, and no one of them asks for changes."""
+    approval_note: str = ""
+    """When it is not approved: the reviews that did not count, and why, in words for a reply."""
+
+
+APPROVER_LEVEL = "write"
+"""The least permission whose approval counts for `require: [approved]`: who could merge it by hand."""
+
+
+@dataclass(frozen=True)
+class Review:
+    """One reviewer's standing verdict on a pull request: their latest approval or request for changes."""
+
+    user: str
+    approves: bool
+    """False: the reviewer requests changes."""
+    on_head: bool | None
+    """Given on the current head (GitLab: after it was pushed); None when the forge does not say."""
+    level: str
+    """The reviewer's permission on the repository: none|read|triage|write|maintain|admin."""
+
+
+def approval(reviews: Iterable[Review]) -> tuple[bool, str]:
+    """Whether reviews approve the current head, and when they do not, why, naming the reviewers.
+
+    Only reviewers with `APPROVER_LEVEL` or above count: one of them must approve the current head and
+    none of them may request changes, whatever head they reviewed.
+    """
+    reviews = list(reviews)
+    counted = [r for r in reviews if _at_least(r.level, APPROVER_LEVEL)]
+    blocking = [r for r in counted if not r.approves]
+    if blocking:
+        return False, f"{_who(blocking)} {'asks' if len(blocking) == 1 else 'ask'} for changes"
+    if any(r.approves and r.on_head for r in counted):
+        return True, ""
+    reasons = [f"{_who([r])} has {r.level} permission, below {APPROVER_LEVEL}"
+               for r in reviews if r.approves and r not in counted]
+    reasons += [f"{_who([r])} approved an older head" for r in counted if r.on_head is False]
+    reasons += [f"the forge does not say when {_who([r])} approved" for r in counted if r.on_head is None]
+    return False, "; ".join(reasons)
+
+
+def _at_least(level: str, least: str) -> bool:
+    rank = {name: index for index, name in enumerate(PERMISSION_LEVELS)}
+    return rank.get(level, 0) >= rank[least]
+
+
+def _who(reviews: list[Review]) -> str:
+    return ", ".join(f"@{r.user}" for r in reviews)
 
 
 class Forge(Protocol):
@@ -88,13 +151,23 @@ class Forge(Protocol):
     comment_limit: int
     """Longest comment body, in characters."""
 
-    def authenticated_clone_url(self, url: str, repo: str) -> str:
-        """`url` with the token for `repo` added, for https only."""
+    web_url: str
+    """Where the forge serves repositories: clone URLs are built from it."""
+
+    def clone_url(self, repo: Repo, *, allow_local: bool) -> str:
+        """Where to fetch `repo` from, with the token for https: the forge's own URL for the repository's
+        path, never the payload's. The payload's URL must be on the forge's host; a local one (file://, a
+        path) is used as it is, with no token, only when `allow_local`. Raises `CloneURLRefused`."""
     def pull_refspec(self, number: int) -> str:
         """The ref under which the forge keeps a pull request's head, forks included."""
-    def bot_login(self) -> str: ...
+    def bot_login(self) -> str:
+        """The bot's own account: its comments are the only ones it edits, deletes or takes as its own."""
     def default_branch(self, repo: str) -> str:
-        """The repository's default branch, as the forge names it now (never as a payload does)."""
+        """The repository's default branch, as the forge names it now (never as a payload does); read at
+        most once per `DEFAULT_BRANCH_TTL` per process."""
+    def comment(self, repo: str, number: int, comment_id: int) -> Comment | None:
+        """A comment on pull request `number`, read from the API; None when there is no such comment on
+        that pull request (another's, a deleted one, a GitLab system note)."""
     def list_comments(self, repo: str, number: int) -> list[Comment]: ...
     def create_comment(self, repo: str, number: int, body: str) -> int: ...
     def edit_comment(self, repo: str, number: int, comment_id: int, body: str) -> None: ...
@@ -117,6 +190,86 @@ class Forge(Protocol):
         """Record a deployment of `sha` to `environment` on the forge, in progress; its id."""
     def update_deployment(self, repo: str, environment: str, deployment_id: str, state: DeployState,
                           description: str) -> None: ...
+
+
+DEFAULT_BRANCH_TTL = 60.0
+"""Seconds a repository's default branch, once read from the forge, is reused by a process: the jobs of
+one burst share one read, and a renamed default branch is seen within this time."""
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class ShortCache(Generic[K, V]):
+    """Values read from a forge, reused for `ttl` seconds by this process only."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic):
+        self.ttl, self.clock = ttl, clock
+        self._values: dict[K, tuple[float, V]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K, read: Callable[[], V]) -> V:
+        with self._lock:
+            kept = self._values.get(key)
+        if kept is not None and self.clock() < kept[0]:
+            return kept[1]
+        value = read()  # outside the lock: a slow forge must not hold up other keys
+        with self._lock:
+            self._values[key] = (self.clock() + self.ttl, value)
+        return value
+
+
+def is_local_url(url: str) -> bool:
+    """A `file://` URL or a path, as git reads them (`host:path` is ssh, `ext::...` a transport)."""
+    if "://" in url:
+        return urlsplit(url).scheme.lower() == "file"
+    return bool(url) and ":" not in url.split("/", 1)[0]
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of an http(s) URL, the default port filled in; None for anything else."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        return scheme, parts.hostname, parts.port or {"https": 443, "http": 80}[scheme]
+    except ValueError:  # a port that is not a number
+        return None
+
+
+def _shown(origin: tuple[str, str, int | None] | None) -> str:
+    if origin is None:
+        return "no http(s) host"
+    scheme, host, port = origin
+    return f"{scheme}://{host}" + ("" if port == {"https": 443, "http": 80}[scheme] else f":{port}")
+
+
+def clone_url_refusal(url: str, web_url: str, allow_local: bool) -> str | None:
+    """Why the bot will not fetch from the clone URL a payload names, or None when it will.
+
+    Pure, so the web app refuses such a delivery at once and every job checks again before it fetches.
+    The reason names hosts only: a URL's user and password never reach a reply or a log.
+    """
+    if is_local_url(url):
+        return None if allow_local else ("its clone URL is local, and the server config does not allow local "
+                                         "URLs (git: {allow_local_urls: true})")
+    given, forge = _origin(url), _origin(web_url)
+    if given is None or given != forge:
+        return f"its clone URL is on {_shown(given)}, not on the forge, {_shown(forge)}"
+    return None
+
+
+def forge_clone_url(repo: Repo, web_url: str, allow_local: bool, user: str, token: Callable[[], str]) -> str:
+    """`Forge.clone_url` for every adapter: `user` and `token()` are its credentials, asked for only when
+    the URL carries them."""
+    refusal = clone_url_refusal(repo.clone_url, web_url, allow_local)
+    if refusal:
+        raise CloneURLRefused(f"{repo.full_name} is not fetched: {refusal}")
+    if is_local_url(repo.clone_url):
+        return repo.clone_url
+    url = f"{web_url.rstrip('/')}/{quote(repo.full_name, safe='/')}.git"
+    return with_credentials(url, user, token()) if url.startswith("https:") else url
 
 
 def with_credentials(url: str, user: str, token: str) -> str:

@@ -15,9 +15,9 @@ import requests
 from github import Auth, Github, GithubException, GithubIntegration
 
 from bot.events import CommentEvent, Event, Ping, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
-from bot.forges.base import (Comment, DeployState, Delivery, MergeRefused, PullState, Reaction, StatusState, TransientForgeError,
-                             WebhookError, constant_time_equal, field, parse_json_object, retry_after,
-                             with_credentials)
+from bot.forges.base import (DEFAULT_BRANCH_TTL, Comment, DeployState, Delivery, MergeRefused, PullState, Reaction,
+                             Review, ShortCache, StatusState, TransientForgeError, WebhookError, approval,
+                             constant_time_equal, field, forge_clone_url, parse_json_object, retry_after)
 
 FORGE = "github"
 COMMENT_LIMIT = 65_536
@@ -120,11 +120,18 @@ def _push_event(payload: dict[str, Any]) -> Event:
                      field(payload, "after"), pusher)
 
 
+def web_url(api_url: str) -> str:
+    """Where GitHub serves pages and repositories, from its API's URL: `https://api.github.com` is
+    `https://github.com`; GitHub Enterprise Server's `https://HOST/api/v3` is `https://HOST`."""
+    parts = urlsplit(api_url.rstrip("/"))
+    host = "github.com" if parts.hostname == "api.github.com" else parts.netloc
+    path = parts.path.removesuffix("/api/v3")
+    return f"{parts.scheme}://{host}{path}"
+
+
 def commit_url(api_url: str, repo: str, sha: str) -> str:
     """A commit's page: github.com for the public API, the host itself for GitHub Enterprise Server."""
-    parts = urlsplit(api_url)
-    host = "github.com" if parts.hostname == "api.github.com" else parts.netloc
-    return f"{parts.scheme}://{host}/{repo}/commit/{sha}"
+    return f"{web_url(api_url)}/{repo}/commit/{sha}"
 
 
 # -- API adapter -------------------------------------------------------------------------------
@@ -160,6 +167,25 @@ def _call(what: str, fn: Callable[[], T]) -> T:
         raise TransientForgeError(f"GitHub unreachable for {what}: {type(err).__name__}", forge=FORGE) from None
 
 
+def _stances(reviews: Any) -> dict[str, tuple[str, str]]:
+    """Each reviewer's latest approval or request for changes, and the commit it was given on.
+
+    Reviews come oldest first. A comment-only review changes no one's stance, as on GitHub's own page;
+    a dismissed one withdraws it.
+    """
+    stances: dict[str, tuple[str, str]] = {}
+    for review in reviews:
+        if review.user is not None and review.state in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
+            stances[review.user.login] = (review.state, review.commit_id)
+    return {user: stance for user, stance in stances.items() if stance[0] != "DISMISSED"}
+
+
+def _comment(found: Any) -> Comment:
+    user = found.user
+    return Comment(found.id, found.body or "", user.login if user else "", bool(user and user.type == "Bot"),
+                   found.created_at.timestamp() if found.created_at else 0.0)
+
+
 class GitHubForge:
     """The GitHub API as the core needs it. Nothing else in the bot imports PyGithub."""
 
@@ -171,12 +197,14 @@ class GitHubForge:
         if not token and not (app_id and app_private_key):
             raise ValueError("GitHub needs GITHUB_TOKEN, or GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY")
         self.api_url = api_url.rstrip("/")
+        self.web_url = web_url(self.api_url)
         self._token = token
         self._app_auth = None if token else Auth.AppAuth(str(app_id), _private_key(str(app_private_key)))
         self._auths: dict[str, Auth.Auth] = {}
         self._clients: dict[str, Github] = {}
         self._lock = threading.Lock()
         self._login: str | None = None
+        self._default_branches: ShortCache[str, str] = ShortCache(DEFAULT_BRANCH_TTL)
 
     def _github(self, auth: Auth.Auth) -> Github:
         # PyGithub paces requests by default; the bot makes few, and a comment should land at once.
@@ -210,9 +238,10 @@ class GitHubForge:
         self.client(repo)
         return self._auths[repo.split("/", 1)[0].lower()].token
 
-    def authenticated_clone_url(self, url: str, repo: str) -> str:
-        # Checked first: an App's installation token is fetched only for a URL that will carry it.
-        return with_credentials(url, "x-access-token", self._token_for(repo)) if url.startswith("https:") else url
+    def clone_url(self, repo: Repo, *, allow_local: bool) -> str:
+        # An App's installation token is fetched only for a URL that will carry it.
+        return forge_clone_url(repo, self.web_url, allow_local, "x-access-token",
+                               lambda: self._token_for(repo.full_name))
 
     def pull_refspec(self, number: int) -> str:
         return f"refs/pull/{number}/head"
@@ -230,15 +259,27 @@ class GitHubForge:
         return self.client(repo).get_repo(repo)  # lazy: the client was made with lazy=True
 
     def default_branch(self, repo: str) -> str:
-        return _call("read repository", lambda: self._repo(repo).default_branch)
+        return self._default_branches.get(repo.lower(), lambda: _call(
+            "read repository", lambda: self._repo(repo).default_branch))
 
     def _issue(self, repo: str, number: int):
         return self._repo(repo).get_issue(number)
 
+    def comment(self, repo: str, number: int, comment_id: int) -> Comment | None:
+        def read() -> tuple[str, Comment]:
+            found = self._issue(repo, number).get_comment(comment_id)  # lazy: read by the first attribute
+            return found.issue_url or "", _comment(found)
+        try:
+            issue_url, comment = _call("read comment", read)
+        except GithubException as err:
+            if err.status == 404:
+                return None
+            raise
+        # The endpoint finds any comment of the repository, on any issue or pull request: it must be on this one.
+        return comment if issue_url.rstrip("/").endswith(f"/issues/{number}") else None
+
     def list_comments(self, repo: str, number: int) -> list[Comment]:
-        return _call("list comments", lambda: [
-            Comment(c.id, c.body or "", c.user.login if c.user else "")
-            for c in self._issue(repo, number).get_comments()])
+        return _call("list comments", lambda: [_comment(c) for c in self._issue(repo, number).get_comments()])
 
     def create_comment(self, repo: str, number: int, body: str) -> int:
         return _call("create comment", lambda: self._issue(repo, number).create_comment(body).id)
@@ -271,13 +312,13 @@ class GitHubForge:
     def pull_state(self, repo: str, number: int) -> PullState:
         def read() -> PullState:
             pull = self._repo(repo).get_pull(number)
-            reviews = {}
-            for review in pull.get_reviews():  # the latest review per reviewer counts
-                reviews[review.user.login if review.user else ""] = review.state
+            head = pull.head.sha
+            approved, note = approval(
+                Review(user, state == "APPROVED", commit == head, self.permission(repo, user))
+                for user, (state, commit) in _stances(pull.get_reviews()).items())
             state: Literal["open", "closed", "merged"] = "merged" if pull.merged else (
                 "open" if pull.state == "open" else "closed")
-            return PullState(pull.head.sha, pull.base.ref, state, pull.mergeable,
-                             "APPROVED" in reviews.values() and "CHANGES_REQUESTED" not in reviews.values())
+            return PullState(head, pull.base.ref, state, pull.mergeable, approved, note)
         return _call("read pull request", read)
 
     def merge(self, repo: str, number: int, sha: str, message: str) -> str:

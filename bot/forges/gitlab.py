@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any, Callable, Mapping, TypeVar
 
 import gitlab
@@ -10,8 +11,9 @@ from gitlab.exceptions import GitlabError
 from gitlab.v4.objects import CurrentUserManager
 
 from bot.events import CommentEvent, Event, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
-from bot.forges.base import (Comment, DeployState, Delivery, MergeRefused, PullState, Reaction, StatusState, TransientForgeError,
-                             WebhookError, constant_time_equal, field, parse_json_object, with_credentials)
+from bot.forges.base import (DEFAULT_BRANCH_TTL, Comment, DeployState, Delivery, MergeRefused, PullState, Reaction,
+                             Review, ShortCache, StatusState, TransientForgeError, WebhookError, approval,
+                             constant_time_equal, field, forge_clone_url, parse_json_object)
 
 FORGE = "gitlab"
 COMMENT_LIMIT = 1_000_000
@@ -171,6 +173,27 @@ def _access_name(level: int) -> str:
     return next((name for floor, name in _ACCESS if level >= floor), "none")
 
 
+def _time(value: Any) -> float | None:
+    """Unix time of one of GitLab's ISO 8601 timestamps; None when it gave none, or not one."""
+    try:
+        return datetime.fromisoformat(value).timestamp() if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _head_pushed_at(mr: Any) -> float | None:
+    """When the merge request's current head was pushed: the time of its newest diff version, if that
+    version is of the current head (else a push is under way, and the time is not known)."""
+    versions = mr.diffs.list(get_all=True)
+    newest = max(versions, key=lambda v: v.id, default=None)
+    return _time(newest.created_at) if newest is not None and newest.head_commit_sha == mr.sha else None
+
+
+def _after(approved_at: float | None, pushed_at: float | None) -> bool | None:
+    """Whether an approval was given on the current head; None when either time is not known."""
+    return None if approved_at is None or pushed_at is None else approved_at >= pushed_at
+
+
 def commit_url(base_url: str, repo: str, sha: str) -> str:
     return f"{base_url.rstrip('/')}/{repo}/-/commit/{sha}"
 
@@ -184,14 +207,15 @@ class GitLabForge:
     def __init__(self, url: str, token: str | None):
         if not token:
             raise ValueError("GitLab needs GITLAB_TOKEN")
-        self.url = url.rstrip("/")
+        self.url = self.web_url = url.rstrip("/")
         self._token = token
         self._gl = _Client(self.url, private_token=token, retry_transient_errors=True, timeout=TIMEOUT,
                            per_page=100)
         self._login: str | None = None
+        self._default_branches: ShortCache[str, str] = ShortCache(DEFAULT_BRANCH_TTL)
 
-    def authenticated_clone_url(self, url: str, repo: str) -> str:
-        return with_credentials(url, "oauth2", self._token)
+    def clone_url(self, repo: Repo, *, allow_local: bool) -> str:
+        return forge_clone_url(repo, self.web_url, allow_local, "oauth2", lambda: self._token)
 
     def pull_refspec(self, number: int) -> str:
         return f"refs/merge-requests/{number}/head"
@@ -205,10 +229,30 @@ class GitLabForge:
         return self._gl.projects.get(repo, lazy=True)  # by full path, so nested groups just work
 
     def default_branch(self, repo: str) -> str:
-        return _call("read project", lambda: self._gl.projects.get(repo).default_branch)
+        return self._default_branches.get(repo.lower(), lambda: _call(
+            "read project", lambda: self._gl.projects.get(repo).default_branch))
 
     def _mr(self, repo: str, number: int) -> Any:
         return self._project(repo).mergerequests.get(number, lazy=True)
+
+    def comment(self, repo: str, number: int, comment_id: int) -> Comment | None:
+        try:
+            note = _call("read note", lambda: self._mr(repo, number).notes.get(comment_id))
+        except GitlabError as err:
+            if err.response_code == 404:
+                return None
+            raise
+        if note.system:  # GitLab's own record of an event, in the name of whoever caused it
+            return None
+        author = note.author or {}
+        return Comment(note.id, note.body or "", author.get("username", ""), self._is_bot(author.get("id")),
+                       _time(note.created_at) or 0.0)
+
+    def _is_bot(self, user_id: int | None) -> bool:
+        """Whether a user is a bot (project, group and service-account tokens' users), as the users API says."""
+        if user_id is None:
+            return False
+        return bool(getattr(_call("read user", lambda: self._gl.users.get(user_id)), "bot", False))
 
     def list_comments(self, repo: str, number: int) -> list[Comment]:
         return _call("list notes", lambda: [
@@ -246,11 +290,12 @@ class GitLabForge:
 
     def permission(self, repo: str, user: str) -> str:
         users = _call("find user", lambda: self._gl.users.list(username=user, get_all=True))
-        if not users:
-            return "none"
+        return self._level(repo, users[0].id) if users else "none"
+
+    def _level(self, repo: str, user_id: int) -> str:
         try:
             # members/all includes access inherited from every ancestor group.
-            member = _call("member", lambda: self._project(repo).members_all.get(users[0].id))
+            member = _call("member", lambda: self._project(repo).members_all.get(user_id))
         except GitlabError as err:
             if err.response_code == 404:
                 return "none"
@@ -261,10 +306,16 @@ class GitLabForge:
         def read() -> PullState:
             mr = self._project(repo).mergerequests.get(number)
             approvals = mr.approvals.get()
-            # Approved means someone approved and no rule wants more, as a GitHub approving review.
-            approved = bool(approvals.approved_by) and approvals.approvals_left == 0
+            pushed = _head_pushed_at(mr)
+            approved, note = approval(
+                Review(entry["user"]["username"], True, _after(_time(entry.get("approved_at")), pushed),
+                       self._level(repo, entry["user"]["id"]))
+                for entry in approvals.approved_by or [])
+            if approved and approvals.approvals_left:  # the project's own approval rules want more
+                approved, note = False, f"GitLab's approval rules want {approvals.approvals_left} more"
             state = _MR_STATES.get(mr.state, "closed")
-            return PullState(mr.sha, mr.target_branch, state, _mergeable(mr), approved)  # type: ignore[arg-type]
+            return PullState(mr.sha, mr.target_branch, state, _mergeable(mr), approved,  # type: ignore[arg-type]
+                             note)
         return _call("read merge request", read)
 
     def merge(self, repo: str, number: int, sha: str, message: str) -> str:

@@ -14,6 +14,9 @@ GitHub behaviours kept on purpose, because a bot can trip over them in productio
 - list endpoints omit fields (`mergeable`, `merged`, ...) that only the single-PR answer carries.
 - validation: comment bodies <= 65536 chars, status descriptions <= 140 chars, known states only.
 - a deployment without `required_contexts` is refused (409) unless every status context is success.
+- `GET /repos/{o}/{r}/issues/comments/{id}` finds a comment of any issue or pull request of the
+  repository; its `issue_url` says which.
+- reviews carry the `commit_id` they were given on (by default the pull request's head when added).
 """
 
 from __future__ import annotations
@@ -129,9 +132,11 @@ class FakeGitHub(RecordingServer):
                 "created_at": now, "updated_at": now, "closed_at": None, "merged_at": None}
             return self.pulls[full_name, number]
 
-    def add_comment(self, full_name: str, number: int, body: str, user: str = "alice") -> dict:
+    def add_comment(self, full_name: str, number: int, body: str, user: str = "alice",
+                    created_at: datetime | None = None) -> dict:
+        """A comment by `user` (a login ending in `[bot]` is a bot, as an App's is), made now or at `created_at`."""
         with self.lock:
-            now = self._now()
+            now = _iso(created_at) if created_at else self._now()
             comment = {"id": next(self._ids), "body": body, "user": user, "created_at": now, "updated_at": now}
             self.issue_comments.setdefault((full_name, number), []).append(comment)
             return self._comment_json(full_name, number, comment)
@@ -206,6 +211,7 @@ class FakeGitHub(RecordingServer):
             ("GET", r"/user", self._get_user),
             ("GET", REPO, self._get_repo),
             ("GET", REPO + r"/installation", self._get_installation),
+            ("GET", r"/app", self._get_app),
             ("POST", r"/app/installations/(?P<installation>\d+)/access_tokens", self._create_token),
             ("GET", REPO + r"/pulls", self._list_pulls),
             ("GET", REPO + r"/pulls/" + num, self._get_pull),
@@ -231,7 +237,7 @@ class FakeGitHub(RecordingServer):
             ("GET", REPO + r"/deployments/(?P<deployment_id>\d+)/statuses", self._list_deployment_statuses),
             ("POST", REPO + r"/deployments/(?P<deployment_id>\d+)/statuses", self._create_deployment_status),
         ]:
-            app_only = pattern.startswith("/app/") or pattern.endswith("/installation")
+            app_only = pattern == "/app" or pattern.startswith("/app/") or pattern.endswith("/installation")
             self.route(method, pattern, self._guard(handler, app_only))
         for method in ("GET", "POST", "PATCH", "PUT", "DELETE"):
             self.route(method, r"/.*", lambda request, **_: Reply(404, {"message": "Not Found", "documentation_url": DOCS}))
@@ -418,6 +424,14 @@ class FakeGitHub(RecordingServer):
                            "permissions": {"contents": "write", "pull_requests": "write", "statuses": "write",
                                            "deployments": "write", "issues": "write", "metadata": "read"},
                            "events": ["issue_comment", "pull_request"], "created_at": self._now(), "updated_at": self._now()})
+
+    def _get_app(self, request: Recorded) -> Reply:
+        slug = self.bot_login.removesuffix("[bot]")
+        return Reply(200, {"id": self.app_id, "slug": slug, "node_id": f"A_{self.app_id}", "name": slug,
+                           "owner": self._user("acme"), "description": "", "external_url": "https://example.com",
+                           "html_url": f"https://github.com/apps/{slug}", "created_at": self._now(),
+                           "updated_at": self._now(), "permissions": {"contents": "write", "metadata": "read"},
+                           "events": ["issue_comment", "pull_request"], "installations_count": 1})
 
     def _create_token(self, request: Recorded, installation: str) -> Reply:
         if int(installation) != self.installation_id:

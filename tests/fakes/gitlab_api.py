@@ -3,6 +3,14 @@
 State lives in plain dicts guarded by `self.lock`; tests seed it with `add_*`/`set_*` helpers and
 inspect it with `notes()`, `statuses()`, `award_emoji()` and `posted_texts()`. Response bodies,
 status codes, error messages and pagination headers follow GitLab's documented shapes.
+
+GitLab behaviours kept on purpose:
+- every push to a merge request's source branch is a new diff version (`/versions`), newest first;
+  `set_head` records one, and a head changed behind the stand-in's back is recorded when next read;
+- approvals are not reset by a push; each `approved_by` entry carries `approved_at` (GitLab 18.4 and
+  later; `approval_times = False` answers as older servers do, without it);
+- `GET /users/:id` is the full public profile, with `bot`; user objects inside other answers are
+  the basic ones, without it.
 """
 
 from __future__ import annotations
@@ -86,7 +94,10 @@ class FakeGitLab(RecordingServer):
         self._notes: dict[tuple[str, int], list[dict]] = {}
         self._statuses: dict[tuple[str, str], list[dict]] = {}
         self._emoji: dict[tuple[str, int], list[dict]] = {}  # (awardable_type, awardable_id)
-        self._approvals: dict[tuple[str, int], list[str]] = {}
+        self._approvals: dict[tuple[str, int], list[tuple[str, str]]] = {}  # (username, approved_at)
+        self._versions: dict[tuple[str, int], list[dict]] = {}
+        self.approval_times = True
+        """Whether approvals say when they were given, as GitLab 18.4 and later do."""
         self._ids = itertools.count(1)
         self.errors: list[str] = []  # tracebacks of handler crashes
         self.add_user(bot_username)
@@ -96,7 +107,7 @@ class FakeGitLab(RecordingServer):
         on, mr, note = self._on, _MR, _MR + r"/notes/(?P<note_id>\d+)"
         on("GET", r"/api/v4/user", lambda request: self._user(self.bot_username))
         on("GET", r"/api/v4/users", self._list_users)
-        on("GET", r"/api/v4/users/(?P<uid>\d+)", lambda request, uid: self._user_by_id(uid))
+        on("GET", r"/api/v4/users/(?P<uid>\d+)", lambda request, uid: self._profile(uid))
         on("GET", _P, lambda request, path: self.projects[path])
         on("GET", _P + r"/members/all", self._list_members)
         on("GET", _P + r"/members/all/(?P<uid>\d+)", self._get_member)
@@ -104,6 +115,7 @@ class FakeGitLab(RecordingServer):
         on("GET", mr, lambda request, path, iid: self._mr(path, iid))
         on("PUT", mr + r"/merge", self._merge)
         on("GET", mr + r"/approvals", self._get_approvals)
+        on("GET", mr + r"/versions", self._list_versions)
         on("GET", mr + r"/notes", self._list_notes)
         on("POST", mr + r"/notes", self._create_note)
         on("GET", note, lambda request, path, iid, note_id: self._note(path, iid, note_id))
@@ -134,14 +146,15 @@ class FakeGitLab(RecordingServer):
         self.route(method, pattern, call)
 
     # -- seeding and inspection for tests ------------------------------------------------------
-    def add_user(self, username: str) -> int:
+    def add_user(self, username: str, bot: bool = False) -> int:
+        """A user; `bot` makes it a bot user, as project and group access tokens and service accounts are."""
         with self.lock:
             if username not in self.users:
                 uid = next(self._ids)
                 self.users[username] = {
                     "id": uid, "username": username, "name": username.replace("-", " ").title(),
-                    "state": "active", "locked": False, "bot": username == self.bot_username,
-                    "avatar_url": None}
+                    "state": "active", "locked": False, "bot": bot or username == self.bot_username,
+                    "avatar_url": None, "created_at": _now()}
             return self.users[username]["id"]
 
     def add_project(self, path_with_namespace: str, default_branch: str = "main",
@@ -191,12 +204,22 @@ class FakeGitLab(RecordingServer):
             self.mrs[(path, iid)] = mr
             self._notes.setdefault((path, iid), [])
             self._approvals.setdefault((path, iid), [])
+            self._versions[(path, iid)] = []
+            self._record_version(path, iid)
             return mr
 
-    def add_note(self, path: str, iid: int, body: str, author: str = "alice",
-                 system: bool = False) -> dict:
+    def set_head(self, path: str, iid: int, sha: str) -> None:
+        """A push to the merge request's source branch: its new head, and a new diff version."""
         with self.lock:
-            mr, now = self.mrs[(path, iid)], _now()
+            mr = self.mrs[(path, iid)]
+            mr.update(sha=sha, updated_at=_now())
+            mr["diff_refs"]["head_sha"] = sha
+            self._record_version(path, iid)
+
+    def add_note(self, path: str, iid: int, body: str, author: str = "alice",
+                 system: bool = False, created_at: str | None = None) -> dict:
+        with self.lock:
+            mr, now = self.mrs[(path, iid)], created_at or _now()
             note = {"id": next(self._ids), "type": None, "body": body, "attachment": None,
                     "author": self._user(author), "created_at": now, "updated_at": now,
                     "system": system, "noteable_id": mr["id"], "noteable_type": "MergeRequest",
@@ -205,10 +228,10 @@ class FakeGitLab(RecordingServer):
             self._notes[(path, iid)].append(note)
             return note
 
-    def add_approval(self, path: str, iid: int, username: str) -> None:
+    def add_approval(self, path: str, iid: int, username: str, approved_at: str | None = None) -> None:
         with self.lock:
             self.add_user(username)
-            self._approvals[(path, iid)].append(username)
+            self._approvals[(path, iid)].append((username, approved_at or _now()))
 
     def set_access(self, path: str, username: str, level: int) -> None:
         with self.lock:
@@ -311,6 +334,22 @@ class FakeGitLab(RecordingServer):
     def _user_by_id(self, uid: int) -> dict:
         return self._user(_found(next((u for u, v in self.users.items() if v["id"] == uid), None), "User"))
 
+    def _profile(self, uid: int) -> dict:
+        """`GET /users/:id` as a user who is not an administrator sees it."""
+        user = self._user_by_id(uid)
+        stored = self.users[user["username"]]
+        return {**user, "created_at": stored["created_at"], "bio": "", "location": "", "public_email": None,
+                "linkedin": "", "twitter": "", "discord": "", "website_url": "", "organization": "",
+                "job_title": "", "pronouns": None, "bot": stored["bot"], "work_information": None,
+                "followers": 0, "following": 0, "is_followed": False, "local_time": None}
+
+    def _record_version(self, path: str, iid: int) -> None:
+        mr = self.mrs[(path, iid)]
+        self._versions[(path, iid)].append({
+            "id": next(self._ids), "head_commit_sha": mr["sha"], "base_commit_sha": mr["diff_refs"]["base_sha"],
+            "start_commit_sha": mr["diff_refs"]["start_sha"], "created_at": _now(), "merge_request_id": mr["id"],
+            "state": "collected", "real_size": "1", "patch_id_sha": hashlib.sha1(mr["sha"].encode()).hexdigest()})
+
     def _mr(self, path: str, iid: int) -> dict:
         return _found(self.mrs.get((path, iid)), "Merge Request")
 
@@ -368,13 +407,20 @@ class FakeGitLab(RecordingServer):
         return mr
 
     def _get_approvals(self, request: Recorded, path: str, iid: int) -> dict:
-        mr, approvers = self._mr(path, iid), self._approvals[(path, iid)]
-        left = max(0, mr["approvals_required"] - len(approvers))
+        mr, approvals = self._mr(path, iid), self._approvals[(path, iid)]
+        left = max(0, mr["approvals_required"] - len(approvals))
         return {**{k: mr[k] for k in ("id", "iid", "project_id", "title", "state", "merge_status",
                                       "approvals_required")},
                 "approved": left == 0, "approvals_left": left,
-                "approved_by": [{"user": self._user(u)} for u in approvers],
-                "user_has_approved": self.bot_username in approvers, "user_can_approve": False}
+                "approved_by": [{"user": self._user(u), **({"approved_at": at} if self.approval_times else {})}
+                                for u, at in approvals],
+                "user_has_approved": any(u == self.bot_username for u, _ in approvals), "user_can_approve": False}
+
+    def _list_versions(self, request: Recorded, path: str, iid: int) -> Reply:
+        mr, versions = self._mr(path, iid), self._versions[(path, iid)]
+        if versions[-1]["head_commit_sha"] != mr["sha"]:  # a test moved the head without `set_head`
+            self._record_version(path, iid)
+        return self._paginate(request, versions[::-1])
 
     def _list_notes(self, request: Recorded, path: str, iid: int) -> Reply:
         self._mr(path, iid)
