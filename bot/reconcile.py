@@ -40,8 +40,9 @@ def reconcile(rt: runtime.Runtime) -> Findings:
             continue
         try:
             forge = rt.forge(repo.forge)
+            url = forge.clone_url(repo, allow_local=rt.server.allow_local_urls)  # refused before anything is queued
             _missing_diffs(rt, forge, repo, findings)
-            _missing_deploys(rt, forge, repo, findings)
+            _missing_deploys(rt, forge, repo, url, findings)
         except Exception as err:  # one repository's trouble is reported, and the others still run
             log.warning("reconcile failed for a repository", extra={"repo": repo.full_name, "error": str(err)})
             findings.errors.append(f"{repo.full_name}: {err}")
@@ -59,9 +60,8 @@ def _missing_diffs(rt: runtime.Runtime, forge: Forge, repo: Repo, findings: Find
             findings.diffs.append(f"{repo.full_name}#{pull.number} at {pull.head_sha[:7]}")
 
 
-def _missing_deploys(rt: runtime.Runtime, forge: Forge, repo: Repo, findings: Findings) -> None:
+def _missing_deploys(rt: runtime.Runtime, forge: Forge, repo: Repo, url: str, findings: Findings) -> None:
     mirror = rt.mirrors.get(repo.forge, repo.full_name)
-    url = forge.clone_url(repo, allow_local=rt.server.allow_local_urls)
     default = forge.default_branch(repo.full_name)  # as the forge names it now, not as a payload once did
     branches = _environment_branches(mirror, url, default)
     mirror.ensure(url, [], [f"+refs/heads/{b}:refs/heads/{b}" for b in branches], refresh=True)

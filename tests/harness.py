@@ -336,6 +336,7 @@ class ForgeScenario:
         raise NotImplementedError
 
     def approve(self, user: str) -> None:
+        """`user` approves the pull request's current head, now (it counts only if they may write)."""
         raise NotImplementedError
 
     def merged(self) -> bool:

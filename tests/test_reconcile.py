@@ -10,8 +10,11 @@ import pytest
 from rq.registry import ScheduledJobRegistry
 
 from bot.environments import EnvRef, Environments
+from bot.events import Repo
+from bot.queue import Plan
 from bot.reconcile import schedule
 from tests.fakes.github_api import FakeGitHub
+from tests.fakes.http import RecordingServer
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.harness import BASE_FILES, HEAD_CHANGES, ROOT, Bot, PullRequestScenario, bot_env
 
@@ -84,3 +87,20 @@ def test_one_periodic_run_is_scheduled_however_many_workers_start(redis):
     assert schedule(store, 600) is False
     assert ScheduledJobRegistry(queue=store.queue("diff")).count == 1
     assert schedule(store, 0) is False  # turned off
+
+
+def test_a_repository_known_with_a_clone_url_off_the_forge_is_reported_never_fetched(setup):
+    """Known from a delivery taken before clone URLs were checked: reconcile must not send it the token."""
+    bot, github, _, remote = setup
+    pr = PullRequestScenario(remote, github, bot, REPO, SECRET, number=1)
+    pr.push_head(HEAD_CHANGES)  # open, and without a diff: reconcile would queue one
+    with RecordingServer() as evil:
+        elsewhere = evil.url
+        repo = Repo("github", REPO, f"{elsewhere}/acme/infra.git", "main")
+        bot.store.accept(repo, "before-the-check", Plan(ignored="recorded"), {"repo": REPO})
+        result = subprocess.run([sys.executable, "-m", "bot", "reconcile"], cwd=ROOT, env=bot.env,
+                                capture_output=True, text=True, timeout=120)
+        assert evil.requests == []
+    assert result.returncode == 1 and result.stdout == (
+        f"error: {REPO}: {REPO} is not fetched: its clone URL is on {elsewhere}, not on the forge, {github.url}\n")
+    assert bot.queued() == 0

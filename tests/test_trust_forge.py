@@ -16,6 +16,7 @@ import pytest
 from bot.environments import EnvRef, Environments
 from bot.events import PullRequest, PullRequestEvent, Repo
 from bot.intake import deploy_job, diff_job
+from tests.conftest import payload
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.gitlab_api import FakeGitLab
 from tests.fakes.http import RecordingServer
@@ -99,6 +100,51 @@ def queue_behind_intake(scenario: ForgeScenario, clone_url: str, head: str) -> N
 
 
 # -- clone URLs -------------------------------------------------------------------------------------
+
+def parsed(forge: str, fixture: str, event: str, clone_url: str | None = None):
+    from bot.forges import github, gitlab
+
+    body = payload(f"{forge}/{fixture}")
+    if clone_url:
+        body = replaced(body, body["repository"]["clone_url"] if forge == "github" else body["project"]["http_url"],
+                        clone_url)
+    raw = json.dumps(body).encode()
+    if forge == "github":
+        return github.parse_webhook({"x-github-event": event, "x-hub-signature-256": github.signature("s", raw)},
+                                    raw, "s").event
+    return gitlab.parse_webhook({"x-gitlab-event": event, "x-gitlab-token": "t"}, raw, "t").event
+
+
+WEB = {"github": "https://github.com", "gitlab": "http://example.com"}
+
+
+@pytest.mark.parametrize("forge, fixture, event, clone_url, allow_local, ignored", [
+    ("github", "push.branch", "push", None, False, None),
+    ("gitlab", "push", "Push Hook", None, False, None),
+    ("github", "push.branch", "push", "https://github.com.evil.example/binkkatal/sample_app.git", False,
+     "its clone URL is on https://github.com.evil.example, not on the forge, https://github.com"),
+    ("github", "push.branch", "push", "https://x:y@evil.example:8443/a.git", False,
+     "its clone URL is on https://evil.example:8443, not on the forge, https://github.com"),
+    ("gitlab", "push", "Push Hook", "https://example.com/mike/diaspora.git", False,
+     "its clone URL is on https://example.com, not on the forge, http://example.com"),
+    ("gitlab", "push", "Push Hook", "git@example.com:mike/diaspora.git", True,
+     "its clone URL is on no http(s) host, not on the forge, http://example.com"),
+    ("gitlab", "push", "Push Hook", "/srv/git/diaspora.git", False,
+     "its clone URL is local, and the server config does not allow local URLs (git: {allow_local_urls: true})"),
+    ("gitlab", "push", "Push Hook", "/srv/git/diaspora.git", True, None),
+    ("github", "push.branch", "push", "file:///srv/git/sample_app.git", True, None),
+])
+def test_intake_refuses_a_clone_url_off_the_forge(forge, fixture, event, clone_url, allow_local, ignored):
+    from bot.config import ServerConfig
+    from bot.intake import plan
+
+    decision = plan(parsed(forge, fixture, event, clone_url), ServerConfig(repos=("*",), allow_local_urls=allow_local),
+                    WEB)
+    if ignored is None:
+        assert len(decision.jobs) == 1 and decision.ignored is None
+    else:
+        repo = "binkkatal/sample_app" if forge == "github" else "mike/diaspora"
+        assert decision.jobs == [] and decision.ignored == f"repository {repo}: {ignored}"
 
 def test_a_clone_url_on_another_host_is_refused_and_never_gets_the_token(scenario):
     head = scenario.push_head(HEAD_CHANGES)

@@ -226,23 +226,26 @@ def is_local_url(url: str) -> bool:
     return bool(url) and ":" not in url.split("/", 1)[0]
 
 
-def _origin(url: str) -> tuple[str, str, int | None] | None:
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
     """(scheme, host, port) of an http(s) URL, the default port filled in; None for anything else."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
         return None
     try:
-        return scheme, parts.hostname, parts.port or {"https": 443, "http": 80}[scheme]
+        return scheme, parts.hostname, parts.port or _DEFAULT_PORTS[scheme]
     except ValueError:  # a port that is not a number
         return None
 
 
-def _shown(origin: tuple[str, str, int | None] | None) -> str:
+def _shown(origin: tuple[str, str, int] | None) -> str:
     if origin is None:
         return "no http(s) host"
     scheme, host, port = origin
-    return f"{scheme}://{host}" + ("" if port == {"https": 443, "http": 80}[scheme] else f":{port}")
+    return f"{scheme}://{host}" + ("" if port == _DEFAULT_PORTS[scheme] else f":{port}")
 
 
 def clone_url_refusal(url: str, web_url: str, allow_local: bool) -> str | None:
