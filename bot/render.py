@@ -41,20 +41,10 @@ def render_inputs(snapshot: Snapshot, env: Environment) -> set[str]:
 
     Raises RenderError when they cannot be told; rendering then reports the same problem.
     """
-    kind = kind_of(snapshot, env)
-    if kind == "kustomize":
+    if kind_of(snapshot, env) == "kustomize":
         return kustomization_inputs(snapshot, env.path)
+    # A chart's values files lie below it (the repo config allows no `..`), or behind a symlink.
     inputs, pending, paths = {env.path}, [env.path], None
-    if kind == "helm" and env.helm:  # values files may lie outside the chart
-        paths = RepoPaths(snapshot)
-        for value in env.helm.values:
-            name = join(env.path, value)
-            target = paths.resolve(name, inputs)
-            if target is None:
-                raise RenderError("values file is outside the repository", name)
-            if not any(under(target, i) for i in inputs):
-                inputs.add(target)
-                pending.append(target)
     while pending:  # plain trees and charts also read whatever their symlinks point to
         for link in snapshot.symlinks(pending.pop()):
             paths = paths or RepoPaths(snapshot)

@@ -169,15 +169,13 @@ def _word(word: str, known: Known) -> str:
 
 
 def _safe_word(word: str, known: Known) -> bool:
-    """Whether a bare word may be shown: a name, a position, a number or a plain word, holding no value."""
+    """Whether a bare word may be shown: a name or path (with a position), a number or a plain word,
+    holding no value. (`user:1234` is no position: only a known name takes one.)"""
     word = word.strip(_EDGE)
     if not word.strip("{}[]().*") or _safe_name(word, known):
         return True
     if _holds_value(word, known):
         return False
-    position = _POSITION.fullmatch(word)
-    if position and (_safe_name(position["at"], known) or _VOCABULARY.fullmatch(position["at"])):
-        return True
     return bool(_VOCABULARY.fullmatch(word.strip("{}[]().*")) or _NUMBER.fullmatch(word)
                 or _API_VERSION.fullmatch(word) or _RES_ID.fullmatch(word))
 
