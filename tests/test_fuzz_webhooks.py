@@ -59,8 +59,9 @@ VOCABULARY = {forge: words(*(document for _, document in found)) for forge, foun
 def client(redis_server):
     connection = redis.Redis.from_url(redis_server.url)
     connection.flushall()  # the test run's own server
+    # The real GitLab payloads come from a server at example.com: their clone URLs are on the forge.
     settings_ = Settings(redis_url=redis_server.url, name="fuzz", github_webhook_secret=SECRET,
-                         gitlab_webhook_token=TOKEN)
+                         gitlab_webhook_token=TOKEN, gitlab_url="http://example.com")
     app = create_app(settings_, ServerConfig(repos=("*",)), connection)
     app.config["PROPAGATE_EXCEPTIONS"] = True  # an exception escaping a view fails the example
     yield app.test_client()
