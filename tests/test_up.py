@@ -38,7 +38,7 @@ def wait_for(check, timeout: float = 30.0, what: str = "condition"):
 
 def test_up_starts_serves_a_webhook_end_to_end_and_stops(tmp_path: Path, remote, github):
     port = free_port()
-    (tmp_path / "bot.yaml").write_text('repos: ["acme/*"]\n')
+    (tmp_path / "bot.yaml").write_text('repos: ["acme/*"]\ngit: {allow_local_urls: true}\n')  # a file:// remote
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
     env.update(GITOPS_BOT_CONFIG=str(tmp_path / "bot.yaml"), GITOPS_BOT_DATA_DIR=str(tmp_path / "data"),
                GITHUB_WEBHOOK_SECRET=SECRET, GITHUB_TOKEN="ghp_upTOKEN0123456789abcd", GITHUB_API_URL=github.url)
