@@ -14,7 +14,7 @@ from hypothesis import given, strategies as st
 from bot.diff import DiffReport, EnvironmentDiff, diff_manifests
 from bot.render import to_manifests
 from bot.report import as_json, markdown, text
-from bot.yamlio import parse_documents
+from bot.yamlio import KubernetesDumper, parse_documents
 
 TOKEN = "QXZJVKW"
 """In every plain value. Keys and names are lower case, so the token appearing anywhere, in any
@@ -99,7 +99,7 @@ def strings(value: Any) -> list[str]:
 
 
 def render(docs: list[dict[str, Any]], source: str) -> list:
-    text_ = yaml.safe_dump_all(docs, allow_unicode=True)
+    text_ = yaml.dump_all(docs, Dumper=KubernetesDumper, allow_unicode=True)  # quoted where kubectl needs it
     return list(to_manifests(parse_documents(text_.encode(), source), source))
 
 
