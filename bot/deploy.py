@@ -12,7 +12,8 @@ from kubernetes.dynamic.resource import Resource
 
 from bot.cluster import ClusterClient, ClusterError, connect
 from bot.config import Cluster, Environment
-from bot.diff import ObjectKey, cluster_scoped_kinds, crd_kind, group_of, identify, normalize
+from bot.diff import (ObjectKey, cluster_scoped_kinds, crd_kind, group_of, hook_of, identify, is_generated,
+                      normalize, release_objects)
 from bot.gitrepo import Snapshot
 from bot.render import Manifest, render
 from bot.renderers.errors import RenderError
@@ -80,6 +81,8 @@ class Plan:
     """Workloads to wait for, with their apiVersion: those applied now and those not yet available."""
     kinds: frozenset[str] = frozenset()
     """Every kind this deploy applies (see `kind_id`), which a later prune must look through."""
+    skipped: tuple[str, ...] = ()
+    """What the render holds that a deploy never applies, each with the reason."""
 
     @property
     def actions(self) -> tuple[Action, ...]:
@@ -107,6 +110,8 @@ class Result:
     writes: int = 0
     """API write requests sent, dry runs excluded."""
     duration: float = 0.0
+    skipped: tuple[str, ...] = ()
+    """What the render holds that the deploy did not apply, each with the reason (see `Plan.skipped`)."""
 
     def count(self, op: Op) -> int:
         return sum(a.op == op for a in self.done)
@@ -129,7 +134,8 @@ def parse_kind_id(value: str) -> tuple[str, str]:
 
 # -- planning (pure) ----------------------------------------------------------------------------------
 def content_hash(body: dict[str, Any]) -> str:
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)  # YAML dates are not JSON
+    """A hash of the JSON sent: manifests are read as kubectl reads them, so they are JSON data."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -151,12 +157,32 @@ def stamp(doc: dict[str, Any], key: ObjectKey, inventory: Inventory) -> dict[str
 
 def desired_objects(manifests: Iterable[Manifest], namespace: str, cluster_kinds: set[tuple[str, str]],
                     inventory: Inventory) -> dict[ObjectKey, dict[str, Any]]:
-    """Rendered objects by identity, ready to apply; of one identity defined twice the last wins."""
+    """Rendered objects by identity, ready to apply; of one identity defined twice the last wins.
+
+    `manifests` are those `deployable` keeps.
+    """
     desired = {}
     for m in manifests:
         key = identify(m, namespace, cluster_kinds)
         desired[key] = stamp(m.doc, key, inventory)
     return desired
+
+
+def deployable(manifests: Iterable[Manifest], namespace: str,
+               cluster_kinds: set[tuple[str, str]]) -> tuple[list[Manifest], tuple[str, ...]]:
+    """(what a deploy applies, what it skips and why). Helm hooks run around a release, not in it;
+    an object with only a `generateName` has no name for server-side apply to find it by."""
+    objects, hooks = release_objects(manifests)
+    skipped = [f"{identify(m, namespace, cluster_kinds)}: a Helm hook ({hook_of(m.doc)}), which Helm keeps out "
+               "of a release" for m in hooks]
+    kept = []
+    for m in objects:
+        key = identify(m, namespace, cluster_kinds)
+        if is_generated(key):
+            skipped.append(f"{key}: only `metadata.generateName`, and server-side apply needs a name")
+        else:
+            kept.append(m)
+    return kept, tuple(skipped)
 
 
 def live_key(obj: dict[str, Any]) -> ObjectKey:
@@ -180,8 +206,8 @@ def plan(desired: dict[ObjectKey, dict[str, Any]], live: dict[ObjectKey, dict[st
         applies.append(Action("create" if current is None else "change", key, body["apiVersion"], body))
         if is_workload:
             rollouts.append((body["apiVersion"], key))
-    deletes = [Action("delete", key, obj["apiVersion"]) for key, obj in live.items() if key not in desired] \
-        if prune else []
+    deletes = [Action("delete", key, obj["apiVersion"]) for key, obj in live.items()
+               if key not in desired and hook_of(obj) is None] if prune else []  # a hook is never pruned
 
     def kind(action: Action) -> tuple[str, str]:
         return action.key.group, action.key.kind
@@ -259,6 +285,7 @@ def prepare(cluster: ClusterClient, manifests: list[Manifest], env: Environment,
     cluster-scoped objects allowed are those Namespaces themselves.
     """
     cluster_kinds = cluster_scoped_kinds(manifests)  # built-ins, and kinds of the CRDs rendered here
+    manifests, skipped = deployable(manifests, env.namespace or DEFAULT_NAMESPACE, cluster_kinds)
     versions = {(group_of(m.doc["apiVersion"]), m.doc["kind"]): m.doc["apiVersion"].rpartition("/")[2]
                 for m in manifests}
     defined_here = _crd_kinds(manifests)
@@ -284,7 +311,7 @@ def prepare(cluster: ClusterClient, manifests: list[Manifest], env: Environment,
         for obj in cluster.list(resource, inventory.selector) if resource else []:
             if _annotations(obj).get(INVENTORY_ANNOTATION) == inventory.identity:  # never anyone else's
                 live[live_key(obj)] = obj
-    return plan(desired, live, prune=env.prune)
+    return replace(plan(desired, live, prune=env.prune), skipped=skipped)
 
 
 def _granted(key: ObjectKey, namespaces: tuple[str, ...]) -> bool:
@@ -313,8 +340,8 @@ def execute(plan_: Plan, cluster: ClusterClient, options: Options = Options(),
         if not options.dry_run:
             _wait(cluster, list(plan_.rollouts), rollout_status, "rollout", options.rollout_timeout, check)
     except (ClusterError, DeployError) as err:
-        return Result(tuple(done), len(plan_.unchanged), str(err), cluster.writes)
-    return Result(tuple(done), len(plan_.unchanged), None, cluster.writes)
+        return Result(tuple(done), len(plan_.unchanged), str(err), cluster.writes, skipped=plan_.skipped)
+    return Result(tuple(done), len(plan_.unchanged), None, cluster.writes, skipped=plan_.skipped)
 
 
 def run(snapshot: Snapshot, env: Environment, cluster: Cluster, inventory: Inventory, *,

@@ -49,6 +49,7 @@ def pending_reply(sha: str, environment: str, hold: Hold, instance: str, prefix:
 def dry_run(result: Result, sha: str, environment: str) -> str:
     """What a deploy would do, object by object, as `gitops-bot deploy --dry-run` prints it."""
     lines = [f"{SIGNS[action.op]} {action.key}" for action in result.done]
+    lines += [f"skipped {reason}" for reason in result.skipped]
     outcome = f"failed: {result.error}" if result.error else counts(result.counts)
     return "\n".join([*lines, f"dry run of {sha[:7]} to {environment}: {outcome}"]) + "\n"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import difflib
 import fnmatch
+import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
@@ -34,6 +36,10 @@ NOISE_METADATA = ("managedFields", "resourceVersion", "uid", "generation", "crea
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 SECRET_FIELDS = ("data", "stringData")
 MASK = "***"
+HOOK_ANNOTATION = "helm.sh/hook"
+"""Helm keeps an object with this annotation out of its release and runs it around one instead."""
+GENERATED = "*"
+"""Stands for the part of a name the API server generates (`metadata.generateName`)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -152,7 +158,33 @@ def identify(m: Manifest, namespace: str | None, cluster_kinds: set[tuple[str, s
     group, kind = group_of(m.doc["apiVersion"]), m.doc["kind"]
     meta = m.doc["metadata"]
     ns = "" if (group, kind) in cluster_kinds else str(meta.get("namespace") or namespace or "")
-    return ObjectKey(group, kind, ns, str(meta["name"]))
+    return ObjectKey(group, kind, ns, str(meta.get("name") or f"{meta['generateName']}{GENERATED}"))
+
+
+def is_generated(key: ObjectKey) -> bool:
+    """Whether the object names only a `generateName`, so that the API server names it on creation."""
+    return key.name.endswith(GENERATED)
+
+
+def hook_of(doc: dict[str, Any]) -> str | None:
+    """The Helm hooks an object is (`pre-install,pre-upgrade`, `test`), or None for a release's object."""
+    meta = doc.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    hook = annotations.get(HOOK_ANNOTATION) if isinstance(annotations, dict) else None
+    return None if hook is None else ", ".join(sorted({p.strip() for p in str(hook).split(",") if p.strip()}))
+
+
+def release_objects(manifests: Iterable[Manifest]) -> tuple[list[Manifest], list[Manifest]]:
+    """(the objects a release holds, its Helm hooks), as Helm and Argo CD tell them apart."""
+    objects, hooks = [], []
+    for m in manifests:
+        (objects if hook_of(m.doc) is None else hooks).append(m)
+    return objects, hooks
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether two objects are the same JSON: Python's == takes `true` for 1."""
+    return a == b and json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def normalize(doc: dict[str, Any], key: ObjectKey, rules: Iterable[IgnoreRule] = ()) -> dict[str, Any]:
@@ -236,7 +268,7 @@ def _mask_values(mine: Any, theirs: Any, side: str) -> Any:
     if not isinstance(mine, dict):
         return MASK
     theirs = theirs if isinstance(theirs, dict) else {}
-    return {k: f"{MASK} ({side})" if k in theirs and theirs[k] != v else MASK for k, v in mine.items()}
+    return {k: f"{MASK} ({side})" if k in theirs and not same(theirs[k], v) else MASK for k, v in mine.items()}
 
 
 def unified(old: Any, new: Any, key: ObjectKey) -> str:
@@ -265,16 +297,32 @@ def index(manifests: Iterable[Manifest], namespace: str | None, rules: Iterable[
 
 def diff_manifests(base: list[Manifest], head: list[Manifest], *, namespace: str | None = None,
                    rules: Iterable[IgnoreRule] = ()) -> tuple[tuple[Change, ...], tuple[str, ...]]:
-    """The changes from `base` to `head`, and warnings about the head (duplicates)."""
+    """The changes from `base` to `head`, and warnings about the head: objects defined twice, what
+    a deploy skips (Helm hooks, objects with only a generated name)."""
     cluster_kinds = cluster_scoped_kinds(base) | cluster_scoped_kinds(head)
+    base, _ = release_objects(base)
+    head, hooks = release_objects(head)
     old, _ = index(base, namespace, rules, cluster_kinds)
     new, warnings = index(head, namespace, rules, cluster_kinds)
     changes = []
     for key in sorted(old.keys() | new.keys(), key=lambda k: (k.kind, k.namespace, k.name, k.group)):
         before, after = old.get(key), new.get(key)
-        if before is not None and after is not None and before.doc == after.doc:
+        if before is not None and after is not None and same(before.doc, after.doc):
             continue  # the same object, perhaps in another file: a move is not a change
         op: Op = "+" if before is None else "-" if after is None else "~"
         changes.append(Change(op, key, unified(before.doc if before else None, after.doc if after else None, key),
                               (after or before).source))  # type: ignore[union-attr]
+    warnings += [f"`{key}` has only `metadata.generateName`, so the API server would name it on creation; "
+                 "server-side apply needs a name, so a deploy skips it" for key in new if is_generated(key)]
+    if hooks:
+        warnings.append(hooks_note(hooks))
     return tuple(changes), tuple(warnings)
+
+
+def hooks_note(hooks: list[Manifest]) -> str:
+    """One line for the Helm hooks of a render, counted by hook: their names may be random."""
+    counts = Counter(hook_of(m.doc) or "(none)" for m in hooks)
+    kinds = "; ".join(f"{hook}: {count}" for hook, count in sorted(counts.items()))
+    return (f"{len(hooks)} Helm hook{'s are' if len(hooks) != 1 else ' is'} left out ({kinds}): Helm runs hooks "
+            "around a release, not as part of it, so they are not diffed and a deploy neither applies nor "
+            "prunes them")

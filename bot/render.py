@@ -57,9 +57,10 @@ def render_inputs(snapshot: Snapshot, env: Environment) -> set[str]:
     return inputs
 
 
-def is_manifest_file(path: str) -> bool:
-    name = posixpath.basename(path)
-    return path.endswith(MANIFEST_SUFFIXES) and not name.startswith(".") and name not in KUSTOMIZATION_FILES
+def is_manifest_file(path: str, root: str = ".") -> bool:
+    """A manifest of a plain tree at `root`; as git tooling does, hidden files and directories are skipped."""
+    hidden = any(part.startswith(".") for part in posixpath.relpath(path, root).split("/"))
+    return path.endswith(MANIFEST_SUFFIXES) and not hidden and posixpath.basename(path) not in KUSTOMIZATION_FILES
 
 
 def render(snapshot: Snapshot, env: Environment, *, only: set[str] | None = None,
@@ -86,7 +87,8 @@ def render(snapshot: Snapshot, env: Environment, *, only: set[str] | None = None
                                namespace=env.namespace, values=list(helm.values) if helm else [],
                                timeout=timeout, sandbox=sandbox)
             source = posixpath.join(env.path, "Chart.yaml")
-    return list(to_manifests(parse_documents(text.encode(), source, limits), source))
+    output = f"{kind} output of {env.path}"  # what a parse error's lines count: the rendered text, not a file
+    return [Manifest(source, m.doc) for m in to_manifests(parse_documents(text.encode(), output, limits), output)]
 
 
 def render_plain(snapshot: Snapshot, path: str, *, only: set[str] | None = None,
@@ -97,7 +99,7 @@ def render_plain(snapshot: Snapshot, path: str, *, only: set[str] | None = None,
     repository is refused whatever its name.
     """
     entries = snapshot.files(path) if only is None else snapshot.entries(p for p in only if under(p, path))
-    wanted = sorted(p for p in entries if is_manifest_file(p))
+    wanted = sorted(p for p in entries if is_manifest_file(p, path))
     targets = _follow(snapshot, [p for p, e in entries.items() if e.is_symlink])
     contents = snapshot.read_many(sorted({targets.get(p, p) for p in wanted}), limits.max_file_bytes)
     manifests: list[Manifest] = []
@@ -137,7 +139,8 @@ def to_manifests(docs: Iterable[Any], source: str) -> Iterable[Manifest]:
         for key in ("apiVersion", "kind"):
             if not isinstance(doc.get(key), str) or not doc[key]:
                 raise RenderError(f"document {index + 1} has no `{key}`", source)
-        name = (doc.get("metadata") or {}).get("name") if isinstance(doc.get("metadata"), dict) else None
+        meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        name = meta.get("name") or meta.get("generateName")  # a generated name is the API server's to give
         if not isinstance(name, str) or not name:
             raise RenderError(f"document {index + 1} ({doc['kind']}) has no `metadata.name`", source)
         yield Manifest(source, doc)

@@ -14,8 +14,8 @@ import redis as redis_lib
 
 from bot import cli, runtime
 from bot.config import ServerConfig
-from bot.deploy import (HASH_ANNOTATION, INVENTORY_ANNOTATION, INVENTORY_LABEL, Inventory, Plan, desired_objects, plan,
-                        rollout_status)
+from bot.deploy import (HASH_ANNOTATION, INVENTORY_ANNOTATION, INVENTORY_LABEL, Inventory, Plan, deployable,
+                        desired_objects, plan, rollout_status)
 from bot.diff import CLUSTER_SCOPED, ObjectKey
 from bot.environments import EnvRef, Environments
 from bot.events import Repo, to_plain
@@ -204,6 +204,33 @@ def test_stamp_marks_the_inventory_and_hashes_the_content():
         ObjectKey("", "Namespace", "", "apps")]["metadata"]
 
 
+HOOK = obj("Pod", "web-test-x7k2p", metadata={"name": "web-test-x7k2p", "annotations": {"helm.sh/hook": "test"}})
+GENERATED = obj("Job", "", "batch/v1", metadata={"generateName": "migrate-"})
+
+
+def test_a_deploy_skips_helm_hooks_and_objects_with_only_a_generated_name_and_says_why():
+    kept, skipped = deployable([Manifest("x.yaml", d) for d in (CM, HOOK, GENERATED)], "apps", set(CLUSTER_SCOPED))
+    assert [m.doc for m in kept] == [CM]
+    assert skipped == ("Pod apps/web-test-x7k2p: a Helm hook (test), which Helm keeps out of a release",
+                       "batch/Job apps/migrate-*: only `metadata.generateName`, and server-side apply needs a name")
+
+
+def test_a_helm_hook_is_never_pruned():
+    before = desired(CM, HOOK)
+    assert steps(plan(desired(NS), live(before), prune=True)) == [["create Namespace apps"], ["delete ConfigMap apps/c"]]
+
+
+def test_the_content_hash_takes_keys_kubectl_turns_into_strings():
+    """`on:` next to string keys crashed the hash with a TypeError when keys were Python booleans."""
+    from bot.render import to_manifests
+    from bot.yamlio import parse_documents
+    text = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {on: x, no: w, 3: z, k: 12:30}\n"
+    [body] = desired_objects(to_manifests(parse_documents(text, "c.yaml"), "c.yaml"), "apps", set(CLUSTER_SCOPED),
+                             INVENTORY).values()
+    assert body["data"] == {"true": "x", "false": "w", "3": "z", "k": "12:30"}
+    assert body["metadata"]["annotations"][HASH_ANNOTATION]
+
+
 @pytest.mark.parametrize("kind, spec, status, waiting", [
     ("Deployment", {"replicas": 2}, {"observedGeneration": 1, "updatedReplicas": 2, "replicas": 2,
                                      "availableReplicas": 2}, None),
@@ -309,6 +336,31 @@ def test_prune_deletes_exactly_what_this_environment_applied(scenario, kube_targ
         deletes = kube_target.fake.writes()
         assert all(r.method == "DELETE" and r.query["propagationPolicy"] == ["Background"] for r in deletes)
         assert deletes[-1].path == f"/api/v1/namespaces/{ns}-extra"  # namespaces last
+
+
+def test_values_go_out_as_kubectl_sends_them_and_hooks_never_go(scenario, kube_target):
+    ns = kube_target.namespace
+    files = {**manifests(kube_target),
+             "apps/config.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n"
+                                 "data: {on: x, at: 12:30, day: 2024-01-01, when: 2024-01-01T10:00:00Z, op: =}\n",
+             "apps/hooks.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: test-x7k2p\n"
+                                "  annotations: {helm.sh/hook: test}\n---\n"
+                                "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: run-}\n"}
+    outcome = scenario.deploy(scenario.commit(files))
+    assert outcome["result"] == "success", outcome["error"]
+    assert counts(outcome) == (4, 0, 0, 0)
+    assert scenario.get("ConfigMap", "settings")["data"] == {
+        "true": "x", "at": "12:30", "day": "2024-01-01", "when": "2024-01-01T10:00:00Z", "op": "="}
+    assert scenario.get("ConfigMap", "test-x7k2p") is None
+
+    # A hook applied before (by an older version, say) carries the inventory, and is still never pruned.
+    hook = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+        "name": "old-hook", "namespace": ns, "labels": {INVENTORY_LABEL: scenario.inventory.label},
+        "annotations": {INVENTORY_ANNOTATION: scenario.inventory.identity, "helm.sh/hook": "pre-install"}}}
+    kube_target.apply(hook)
+    outcome = scenario.deploy(scenario.commit({"apps/hooks.yaml": None, "apps/service.yaml": None}))
+    assert outcome["result"] == "success" and counts(outcome) == (0, 0, 1, 3)
+    assert scenario.get("ConfigMap", "old-hook") is not None
 
 
 def test_without_prune_nothing_is_deleted(scenario, kube_target):

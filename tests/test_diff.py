@@ -171,3 +171,91 @@ def test_broken_documents_name_the_problem(text, words):
 def test_object_key_display():
     assert str(ObjectKey("apps", "Deployment", "ns", "web")) == "apps/Deployment ns/web"
     assert str(ObjectKey("", "Namespace", "", "ns")) == "Namespace ns"
+
+
+# -- values as kubectl sends them ----------------------------------------------------------------------
+
+QUOTE_ONLY = [  # (base, head): the same text, quoted differently; kubectl decides whether it is a change
+    ('"12:30"', "12:30"), ("'2024-01-01'", "2024-01-01"), ('"2024-01-01T10:00:00Z"', "2024-01-01T10:00:00Z"),
+    ("'2024-01-01 10:00:00'", "2024-01-01 10:00:00"), ('"="', "="), ("'<<'", "<<"), ('"1:20:30"', "1:20:30"),
+    ('"0o755"', "0o755"), ('"y"', "y"), ("'n'", "n"), ("'on'", "on"), ('"1e3"', "1e3"), ("'0x1F'", "0x1F"),
+    ("'~'", "~"), ("''", "null"), ("'.inf'", "'.inf'"), ("1", "1.0"), ("1000", "1e3"), ("493", "0o755"),
+    ("true", "y"), ("1", "true"), ("0", "false"), ("'1'", "1"), ("8", "08"), ("1_000", "1000"),
+]
+
+
+def oracle_pairs(tmp_path) -> list[tuple[dict, dict]]:
+    """kubectl's reading of each pair's base and head, one kubectl run per side."""
+    from tests.test_yaml_meaning import kubectl_reads
+    sides = []
+    for side in (0, 1):
+        text = "---\n".join(f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}, namespace: apps}}\n"
+                            f"data: {{}}\nspec:\n  value: {pair[side]}\n" for i, pair in enumerate(QUOTE_ONLY))
+        read = kubectl_reads(tmp_path, text, f"side{side}.yaml")
+        assert isinstance(read, list), read
+        sides.append((text, read))
+    return [(b, h) for b, h in zip(sides[0][1], sides[1][1])], sides[0][0], sides[1][0]
+
+
+def test_a_quote_only_edit_is_a_change_exactly_when_kubectl_sends_something_else(tmp_path):
+    from tests.test_yaml_meaning import same
+    pairs, base, head = oracle_pairs(tmp_path)
+    changes, _ = diff_manifests(objects(base), objects(head), namespace="apps")
+    changed = {c.key.name for c in changes}
+    for index, (before, after) in enumerate(pairs):
+        expected = not same(before, after)
+        assert (f"c{index}" in changed) == expected, (QUOTE_ONLY[index], before["spec"], after["spec"])
+    assert {"c7", "c8", "c12", "c20", "c21"} <= changed  # 0o755, y, 0x1F; 1 to true, 0 to false
+    assert not {"c0", "c1", "c2", "c3", "c4", "c5", "c6", "c17", "c18", "c19"} & changed  # 12:30, dates, =, 1.0
+
+
+@pytest.mark.parametrize("base, head, shown", [
+    ("mode: '0o755'", "mode: 0o755", ["-  mode: '0o755'", "+  mode: 493"]),
+    ("enabled: 'y'", "enabled: y", ["-  enabled: 'y'", "+  enabled: true"]),
+    ("at: 12:30", "at: 12:31", ["-  at: 12:30", "+  at: 12:31"]),
+    ("on: 1", "on: 2", ["-  'true': 1", "+  'true': 2"]),
+    ("num: 1", "num: '1'", ["-  num: 1", "+  num: '1'"]),
+    ("e: '='", "e: [=, '!=']", ["-  e: =", "+  e:", "+  - =", "+  - '!='"]),
+])
+def test_the_diff_shows_values_as_the_json_means_them(base, head, shown):
+    doc = "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\nspec:\n  {}\n"
+    (change,), _ = diff_manifests(objects(doc.format(base)), objects(doc.format(head)))
+    assert [line for line in change.diff.splitlines() if line[:1] in "+-"] == shown
+
+
+def test_a_quote_only_edit_of_a_secret_value_is_masked_but_counted():
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringData: {{flag: {}}}\n"
+    (change,), _ = diff_manifests(objects(secret.format("'yes'")), objects(secret.format("yes")))
+    assert "flag: '*** (before)'" in change.diff and "flag: '*** (after)'" in change.diff
+    assert "yes" not in change.diff and "true" not in change.diff
+
+
+# -- what Helm and the API server own ---------------------------------------------------------------
+
+HOOK = """apiVersion: v1
+kind: Pod
+metadata:
+  name: web-test-{suffix}
+  annotations: {{helm.sh/hook: {hook}}}
+spec: {{containers: [{{name: t, image: busybox}}]}}
+"""
+
+
+def test_helm_hooks_are_left_out_and_counted_in_one_line():
+    base = cm() + "---\n" + HOOK.format(suffix="x7k2p", hook="test")
+    head = cm() + "---\n" + HOOK.format(suffix="q9z3m", hook="test") + "---\n" + HOOK.format(
+        suffix="migrate", hook="'pre-upgrade,pre-install'")
+    changes, warnings = diff_manifests(objects(base), objects(head))
+    assert changes == ()  # a test Pod named with randAlphaNum does not churn
+    assert warnings == ("2 Helm hooks are left out (pre-install, pre-upgrade: 1; test: 1): Helm runs hooks around "
+                        "a release, not as part of it, so they are not diffed and a deploy neither applies nor "
+                        "prunes them",)
+    assert diff_manifests(objects(head), objects(cm()))[1] == ()
+
+
+def test_an_object_with_only_a_generated_name_is_shown_and_said_to_be_skipped():
+    job = "apiVersion: batch/v1\nkind: Job\nmetadata: {{generateName: migrate-}}\nspec: {{parallelism: {}}}\n"
+    (change,), warnings = diff_manifests(objects(job.format(1)), objects(job.format(2)), namespace="apps")
+    assert (change.op, str(change.key)) == ("~", "batch/Job apps/migrate-*")
+    assert warnings == ("`batch/Job apps/migrate-*` has only `metadata.generateName`, so the API server would name "
+                        "it on creation; server-side apply needs a name, so a deploy skips it",)
