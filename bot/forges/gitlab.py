@@ -252,7 +252,13 @@ class GitLabForge:
         """Whether a user is a bot (project, group and service-account tokens' users), as the users API says."""
         if user_id is None:
             return False
-        return bool(getattr(_call("read user", lambda: self._gl.users.get(user_id)), "bot", False))
+        try:
+            user = _call("read user", lambda: self._gl.users.get(user_id))
+        except GitlabError as err:
+            if err.response_code == 404:  # no such user: nobody whose permission could grant anything
+                return False
+            raise
+        return bool(getattr(user, "bot", False))
 
     def list_comments(self, repo: str, number: int) -> list[Comment]:
         return _call("list notes", lambda: [
