@@ -15,7 +15,7 @@ from bot.config import ConfigError
 from bot.environments import EnvRef, Environments
 from bot.events import PullRequestEvent, Repo
 from bot.forges.base import Forge
-from bot.gitrepo import GitError, Mirror
+from bot.gitrepo import GitError
 from bot.intake import deploy_job, diff_job
 from bot.pipeline import read_repo_config
 from bot.queue import Store
@@ -63,15 +63,20 @@ def _missing_diffs(rt: runtime.Runtime, forge: Forge, repo: Repo, findings: Find
 def _missing_deploys(rt: runtime.Runtime, forge: Forge, repo: Repo, url: str, findings: Findings) -> None:
     mirror = rt.mirrors.get(repo.forge, repo.full_name)
     default = forge.default_branch(repo.full_name)  # as the forge names it now, not as a payload once did
-    branches = _environment_branches(mirror, url, default)
+    try:  # what deploys where, as a deploy reads it: from the default branch
+        mirror.ensure(url, [], [f"+refs/heads/{default}:refs/heads/{default}"], refresh=True)
+        config = read_repo_config(mirror.snapshot(mirror.resolve(f"refs/heads/{default}")), default,
+                                  set(rt.server.clusters))
+    except (GitError, ConfigError) as err:
+        findings.errors.append(f"{repo.full_name} {default}: {err}")
+        return
+    branches = sorted({env.branch for env in config.environments if env.cluster})
     mirror.ensure(url, [], [f"+refs/heads/{b}:refs/heads/{b}" for b in branches], refresh=True)
     envs = Environments(rt.store.redis, rt.settings.name)
     for branch in branches:
         try:
             head = mirror.resolve(f"refs/heads/{branch}")
-            # The environments a push of this head would deploy: by the config at that head.
-            config = read_repo_config(mirror.snapshot(head), default, set(rt.server.clusters))
-        except (GitError, ConfigError) as err:
+        except GitError as err:
             findings.errors.append(f"{repo.full_name} {branch}: {err}")
             continue
         for env in config.for_branch(branch):
@@ -85,16 +90,6 @@ def _missing_deploys(rt: runtime.Runtime, forge: Forge, repo: Repo, url: str, fi
             delivery = f"reconcile:deploy:{repo.full_name}:{env.name}:{head}"
             if rt.store.queue_once(repo, delivery, job, "reconcile"):
                 findings.deploys.append(f"{repo.full_name} {env.name} at {head[:7]}")
-
-
-def _environment_branches(mirror: Mirror, url: str, default: str) -> list[str]:
-    """The branches the default branch's `.gitops.yaml` names, or the default branch alone."""
-    mirror.ensure(url, [], [f"+refs/heads/{default}:refs/heads/{default}"], refresh=True)
-    try:
-        config = read_repo_config(mirror.snapshot(mirror.resolve(f"refs/heads/{default}")), default)
-    except ConfigError:
-        return [default]
-    return sorted({env.branch for env in config.environments})
 
 
 # -- the periodic run --------------------------------------------------------------------------

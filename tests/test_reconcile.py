@@ -104,3 +104,16 @@ def test_a_repository_known_with_a_clone_url_off_the_forge_is_reported_never_fet
     assert result.returncode == 1 and result.stdout == (
         f"error: {REPO}: {REPO} is not fetched: its clone URL is on {elsewhere}, not on the forge, {github.url}\n")
     assert bot.queued() == 0
+
+
+def test_a_branch_naming_itself_an_environment_is_not_caught_up(setup):
+    bot, github, kube, remote = setup
+    files = {**BASE_FILES, CONFIG: "environments:\n  preview: {branch: sneaky, path: apps}\n"}  # diffs only
+    pr = PullRequestScenario(remote, github, bot, REPO, SECRET, number=1, files=files)
+    pr.deliver(pr.event("opened", pr.push_head(HEAD_CHANGES)))  # makes the repository known
+    bot.work()
+    remote.commit("sneaky", {CONFIG: "environments:\n  preview: {branch: sneaky, path: apps, cluster: staging, "
+                                     "namespace: shop}\n"}, "give myself a cluster", parent="main")
+    assert reconcile(bot) == "nothing missed\n"  # main's .gitops.yaml gives `preview` no cluster
+    bot.work()
+    assert kube.writes() == []
