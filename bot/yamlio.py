@@ -172,14 +172,34 @@ def _read_json(text: str, docs: list[Any], source: str) -> tuple[int, RenderErro
             value, position = decoder.raw_decode(text, start)
         except _JSONNumberError as err:  # the objects parse; the API machinery refuses the number
             line = text.count("\n", 0, start) + 1
-            raise RenderError(f"the JSON object at line {line}: {err}", source) from None
+            raise RenderError(f"{_json_name(text, start)}the JSON value at line {line}: {err}", source) from None
         except (json.JSONDecodeError, _NotJSON) as err:
             line = text.count("\n", 0, getattr(err, "pos", start)) + 1
             problem = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
             # the fallback to YAML starts after the blanks that end the line
             rest = re.compile(r"[^\S\n]*\n?").match(text, position if docs else 0).end()
             return rest, RenderError(f"invalid JSON: line {line}: {problem}", source)
-        docs.append(_replace_surrogates(value) if fix else value)
+        value = _replace_surrogates(value) if fix else value
+        refused = _object_problem(value)
+        if refused is not None:
+            line = text.count("\n", 0, start) + 1
+            raise RenderError(f"{_json_name(text, start)}the JSON value at line {line}: "
+                              f"{_dotted(refused[0])}: {refused[1]}", source)
+        docs.append(value)
+
+
+def _json_name(text: str, start: int) -> str:
+    """`Kind name: ` of the JSON object at `start`, read as Python reads JSON, for errors."""
+    try:
+        obj = json.JSONDecoder().raw_decode(text, start)[0]
+    except ValueError:
+        return ""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    name = (meta.get("name") or meta.get("generateName")) if isinstance(meta, dict) else None
+    kind = obj.get("kind") if isinstance(obj, dict) else None
+    if not isinstance(kind, str) or not kind:
+        return ""
+    return f"{kind} {str(name)[:253]}: " if isinstance(name, str) and name else f"{kind}: "
 
 
 class _JSONNumberError(ValueError):
@@ -253,7 +273,7 @@ def _pieces(text: str, start: int, source: str) -> Iterable[tuple[str, int]]:
 
 
 def _read_document(piece: str, limits: Limits) -> Any:
-    composer = _Composer if not _NON_SPECIFIC_TAG.search(piece) else _EventComposer
+    composer = _EventComposer if "!" in piece and _NON_SPECIFIC_TAG.search(piece) else _Composer
     try:
         node = composer(piece).first_node()
     except ComposerError as err:
@@ -263,10 +283,152 @@ def _read_document(piece: str, limits: Limits) -> Any:
     if node is None:
         return None
     try:
-        return _Meaning(limits).value(node)
+        doc = _Meaning(limits).value(node)
+        refused = _object_problem(doc)
+        if refused is not None:
+            path, problem = refused
+            raise _Refused(f"{_dotted(path)}: {problem}", _node_at(node, path))
+        return doc
     except _Refused as err:
         err.document = _object_name(node)
         raise
+
+
+_TEXT = ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion")
+_OWNER_TEXT = ("apiVersion", "kind", "name", "uid")
+_MANAGER_TEXT = ("manager", "operation", "apiVersion", "fieldsType", "subresource")
+_RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]+)?"
+                      r"(?:Z|[-+]([0-9]{2}):([0-9]{2}))")
+Problem = tuple[list[Any], str]
+
+
+def _object_problem(doc: Any) -> Problem | None:
+    """Where kubectl refuses an object's TypeMeta and ObjectMeta, and why: it decodes them into
+    Go's types before anything else (cli-runtime's metadataValidatingDecoder). The items of a List
+    it leaves to the API server, which refuses them the same way, so they are checked too."""
+    if not isinstance(doc, dict):
+        return None
+    for key in ("apiVersion", "kind"):
+        if doc.get(key) is not None and type(doc[key]) is not str:
+            return [key], _wanted(doc[key], "text")
+    problem = _meta_problem(doc.get("metadata"))
+    if problem is not None:
+        return ["metadata", *problem[0]], problem[1]
+    items = doc.get("items")
+    if isinstance(items, list) and isinstance(doc.get("kind"), str) and doc["kind"].endswith("List"):
+        for index, item in enumerate(items):
+            problem = _object_problem(item)
+            if problem is not None:
+                return ["items", index, *problem[0]], problem[1]
+    return None
+
+
+def _meta_problem(meta: Any) -> Problem | None:
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        return [], _wanted(meta, "a mapping")
+    checks: list[tuple[str, Any]] = [
+        *((k, _text) for k in _TEXT), ("generation", _int64), ("deletionGracePeriodSeconds", _int64),
+        ("creationTimestamp", _time), ("deletionTimestamp", _time), ("labels", _text_map),
+        ("annotations", _text_map), ("finalizers", _list_of(_text)),
+        ("ownerReferences", _list_of(_fields({**{k: _text for k in _OWNER_TEXT}, "controller": _bool,
+                                              "blockOwnerDeletion": _bool}))),
+        ("managedFields", _list_of(_fields({**{k: _text for k in _MANAGER_TEXT}, "time": _time}))),
+    ]
+    for key, check in checks:
+        if meta.get(key) is not None:
+            problem = check(meta[key])
+            if problem is not None:
+                return [key, *problem[0]], problem[1]
+    return None
+
+
+def _wanted(value: Any, wanted: str) -> str:
+    found = ("true or false" if type(value) is bool else "a number" if type(value) in (int, float)
+             else "a list" if type(value) is list else "a mapping" if type(value) is dict else "text")
+    hint = "; quote it" if wanted == "text" and found in ("true or false", "a number") else ""
+    return f"{found} where Kubernetes takes {wanted}, so kubectl refuses it{hint}"
+
+
+def _text(value: Any) -> Problem | None:
+    return None if type(value) is str else ([], _wanted(value, "text"))
+
+
+def _int64(value: Any) -> Problem | None:
+    return None if type(value) is int else ([], _wanted(value, "a whole number"))
+
+
+def _bool(value: Any) -> Problem | None:
+    return None if type(value) is bool else ([], _wanted(value, "true or false"))
+
+
+def _time(value: Any) -> Problem | None:
+    if type(value) is not str:
+        return [], _wanted(value, "an RFC 3339 time")
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        return [], "not an RFC 3339 time (such as 2024-01-31T12:00:00Z), so kubectl refuses it"
+    year, month, day, hour, minute, second, zone_hour, zone_minute = (int(g or 0) for g in match.groups())
+    if not (_is_date(year, month, day) and hour < 24 and minute < 60 and second < 60 and zone_hour < 24
+            and zone_minute < 60):
+        return [], "a time out of range, so kubectl refuses it"
+    return None
+
+
+def _text_map(value: Any) -> Problem | None:
+    if type(value) is not dict:
+        return [], _wanted(value, "a mapping of text")
+    for key, item in value.items():
+        if item is not None and type(item) is not str:
+            return [key], _wanted(item, "text")
+    return None
+
+
+def _list_of(check: Any) -> Any:
+    def checked(value: Any) -> Problem | None:
+        if type(value) is not list:
+            return [], _wanted(value, "a list")
+        for index, item in enumerate(value):
+            problem = None if item is None else check(item)
+            if problem is not None:
+                return [index, *problem[0]], problem[1]
+        return None
+    return checked
+
+
+def _fields(checks: dict[str, Any]) -> Any:
+    def checked(value: Any) -> Problem | None:
+        if type(value) is not dict:
+            return [], _wanted(value, "a mapping")
+        for key, check in checks.items():
+            problem = None if value.get(key) is None else check(value[key])
+            if problem is not None:
+                return [key, *problem[0]], problem[1]
+        return None
+    return checked
+
+
+def _dotted(path: list[Any]) -> str:
+    """`metadata.labels.app`, `items[0].kind`"""
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path).lstrip(".")
+
+
+def _node_at(root: Node, path: list[Any]) -> Node:
+    """The node at `path` in a composed document, or the deepest one on the way there."""
+    node = root
+    for step in path:
+        if isinstance(node, MappingNode):
+            found = next((v for k, v in reversed(node.value) if isinstance(k, ScalarNode) and k.value == step),
+                         None)  # of a key given twice, the last counts
+        elif isinstance(node, SequenceNode) and isinstance(step, int) and step < len(node.value):
+            found = node.value[step]
+        else:
+            found = None
+        if found is None:
+            return node
+        node = found
+    return node
 
 
 def _object_name(root: Node) -> str:
@@ -568,11 +730,14 @@ def _is_timestamp(text: str) -> bool:
         return False  # `T` needs a zone, a space takes none
     if zone is not None and zone != "Z" and (int(zone[1:3]) > 24 or int(zone[4:]) > 60):
         return False
-    month_days = [31, 29 if int(year) % 4 == 0 and (int(year) % 100 != 0 or int(year) % 400 == 0) else 28,
-                  31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
-    if not 1 <= int(month) <= 12 or not 1 <= int(day) <= month_days[int(month) - 1]:
+    if not _is_date(int(year), int(month), int(day)):
         return False
     return separator is None or (int(hour) < 24 and int(minute) < 60 and int(second) < 60)
+
+
+def _is_date(year: int, month: int, day: int) -> bool:
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return 1 <= month <= 12 and 1 <= day <= (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
 
 
 def _tagged(tag: str, text: str, node: Node) -> Any:

@@ -66,7 +66,7 @@ def test_noise_fields_are_not_changes():
 kind: ConfigMap
 metadata:
   name: cfg
-  uid: 123
+  uid: "123"
   resourceVersion: "99"
   generation: 4
   creationTimestamp: "2024-01-01T00:00:00Z"
