@@ -6,6 +6,7 @@ import copy
 import difflib
 import fnmatch
 import json
+import marshal
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
@@ -183,8 +184,13 @@ def release_objects(manifests: Iterable[Manifest]) -> tuple[list[Manifest], list
 
 
 def same(a: Any, b: Any) -> bool:
-    """Whether two objects are the same JSON: Python's == takes `true` for 1."""
-    return a == b and json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    """Whether two objects are the same JSON: Python's == takes `true` for 1.
+
+    Equal marshal bytes mean equal types and values; they differ for key order or shared values
+    too, which the slower JSON comparison then tells apart.
+    """
+    return a == b and (marshal.dumps(a) == marshal.dumps(b)
+                       or json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True))
 
 
 def normalize(doc: dict[str, Any], key: ObjectKey, rules: Iterable[IgnoreRule] = ()) -> dict[str, Any]:

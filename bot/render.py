@@ -59,7 +59,8 @@ def render_inputs(snapshot: Snapshot, env: Environment) -> set[str]:
 
 def is_manifest_file(path: str, root: str = ".") -> bool:
     """A manifest of a plain tree at `root`; as git tooling does, hidden files and directories are skipped."""
-    hidden = any(part.startswith(".") for part in posixpath.relpath(path, root).split("/"))
+    below = path[len(root) + 1:] if root != "." and path.startswith(root + "/") else path
+    hidden = below.startswith(".") or "/." in below
     return path.endswith(MANIFEST_SUFFIXES) and not hidden and posixpath.basename(path) not in KUSTOMIZATION_FILES
 
 
