@@ -24,13 +24,13 @@ from typing import Any, Iterable
 
 import yaml
 from yaml.composer import Composer, ComposerError
+from yaml.cyaml import CParser
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from bot.renderers.errors import RenderError
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_Parser = getattr(yaml, "CParser", None) or yaml.cyaml.CParser
 
 # Where a block collection can start on a line: after the indentation and any compact indicators
 # (`- - `, `? `, `: `, `--- `) or node properties (`&anchor `, `!tag `).
@@ -476,7 +476,7 @@ def _scalar_fields(node: Node | None) -> dict[str, str]:
             and k.value in ("kind", "name", "generateName") and len(v.value) <= 253}
 
 
-class _Composer(_Parser):  # type: ignore[misc, valid-type]
+class _Composer(CParser):  # type: ignore[misc]
     """libyaml's parser and composer. It resolves nothing: `_Meaning` gives scalars their meaning."""
 
     def descend_resolver(self, current_node: Any, current_index: Any) -> None:
@@ -915,9 +915,6 @@ class KubernetesDumper(Dumper):  # type: ignore[misc, valid-type]
             return MERGE
         tag, meaning = _resolve("", value)
         return STR if tag == STR or tag == TIMESTAMP else tag
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True  # the JSON kubectl sends has no aliases: show every value where it is
 
 
 def dump(value: Any) -> str:

@@ -215,9 +215,20 @@ def test_a_deploy_skips_helm_hooks_and_objects_with_only_a_generated_name_and_sa
                        "batch/Job apps/migrate-*: only `metadata.generateName`, and server-side apply needs a name")
 
 
+def test_a_dry_run_by_hand_says_what_the_deploy_skips():
+    from bot.deploy import Action, Result
+    from bot.deploy_report import dry_run
+    skipped = ("batch/Job apps/migrate-*: only `metadata.generateName`, and server-side apply needs a name",)
+    result = Result((Action("create", ObjectKey("", "ConfigMap", "apps", "c"), "v1", CM),), skipped=skipped)
+    assert dry_run(result, "a" * 40, "staging") == (
+        "+ ConfigMap apps/c\nskipped batch/Job apps/migrate-*: only `metadata.generateName`, and server-side apply "
+        "needs a name\ndry run of aaaaaaa to staging: 1 created, 0 changed, 0 deleted, 0 unchanged\n")
+
+
 def test_a_helm_hook_is_never_pruned():
     before = desired(CM, HOOK)
-    assert steps(plan(desired(NS), live(before), prune=True)) == [["create Namespace apps"], ["delete ConfigMap apps/c"]]
+    p = plan(desired(NS), live(before), prune=True)
+    assert steps(p) == [["create Namespace apps"], ["delete ConfigMap apps/c"]]
 
 
 def test_the_content_hash_takes_keys_kubectl_turns_into_strings():

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bot.deploy import HASH_ANNOTATION, INVENTORY_ANNOTATION, INVENTORY_LABEL, Inventory, desired_objects
 from bot.diff import CLUSTER_SCOPED
@@ -194,6 +196,59 @@ def test_the_deploy_body_is_the_json_kubectl_sends(values, keys):
         json.dumps(body, allow_nan=False)  # plain JSON, as the client sends it
 
 
+def random_scalars(seed: int, count: int) -> list[str]:
+    """Plain scalars near the edges of go-yaml's rules: numbers of every form and size, and
+    strings made of the characters those rules look at."""
+    rng = random.Random(seed)
+    found: set[str] = set()
+    while len(found) < count:
+        pick = rng.random()
+        if pick < 0.3:
+            found.add(repr(rng.uniform(-1e6, 1e6) * 10 ** rng.randint(-40, 40)))
+        elif pick < 0.45:
+            found.add(f"{rng.randint(0, 10 ** rng.randint(1, 20))}.{rng.randint(0, 999)}e{rng.randint(-50, 50)}")
+        elif pick < 0.6:
+            found.add(str(rng.randint(-2 ** 64, 2 ** 64)))
+        else:
+            found.add("".join(rng.choice("0123456789+-._eExXoObBaAfF:yYnN~tT") for _ in range(rng.randint(1, 7))))
+    return sorted(found)
+
+
+def composes(text: str) -> bool:
+    try:
+        yaml.compose(text, Loader=yaml.CSafeLoader)
+        return True
+    except yaml.YAMLError:
+        return False
+
+
+@pytest.mark.parametrize("as_keys", [False, True], ids=["values", "keys"])
+def test_random_scalars_read_as_kubectl_reads_them(oracle_dir, as_keys):
+    rows = [s for s in random_scalars(12 if as_keys else 21, 1500)
+            if composes(f"{s}: x\n" if as_keys else f"x: {s}\n")]
+    refused = []
+    if as_keys:  # keys kubectl refuses (null, past int64) would fail the whole file: they are checked apart
+        refused = [s for s in rows if _refused_key(s)]
+        rows = [s for s in rows if s not in refused]
+    text = case_object("random", "rows", rows, as_keys=as_keys)
+    theirs = kubectl_reads(oracle_dir, text, f"random-{as_keys}.yaml")
+    assert isinstance(theirs, list), theirs
+    ours = bot_reads(text)[0]["rows"]
+    differ = [(row, ours[f"c{i:03d}"], theirs[0]["rows"][f"c{i:03d}"]) for i, row in enumerate(rows)
+              if not same(ours[f"c{i:03d}"], theirs[0]["rows"][f"c{i:03d}"])]
+    assert not differ
+    for row in refused[:3]:
+        assert isinstance(kubectl_reads(oracle_dir, case_object("k", "rows", [row], True), "refused.yaml"), str)
+
+
+def _refused_key(text: str) -> bool:
+    try:
+        bot_reads(case_object("k", "rows", [text], as_keys=True))
+        return False
+    except RenderError:
+        return True
+
+
 # -- whole files ---------------------------------------------------------------------------------
 
 CM = "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: apps}}\n"
@@ -213,7 +268,8 @@ FILES = {
     "crlf": (CM.format(name="c") + "data: {k: 'v'}\n---\n" + CM.format(name="d")).replace("\n", "\r\n"),
     "byte-order-mark": "\ufeff" + CM.format(name="bom"),
     "json-stream": '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "apps"}, '
-                   '"data": {"k": "v"}, "n": [1.0, 1e2, -0, 1.5, 12345678901234567890, 1e-7, 1152921504606846976.0, 1e21, -1e-400], "u": "\\ud800"}\n'
+                   '"data": {"k": "v"}, "n": [1.0, 1e2, -0, 1.5, 12345678901234567890, 1e-7, '
+                   '1152921504606846976.0, 1e21, -1e-400], "u": "\\ud800"}\n'
                    '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "apps"}}',
     "json-duplicate-keys": '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "apps"},'
                            ' "k": 1, "k": 2}',
