@@ -97,10 +97,12 @@ def _comment_lock(rt: runtime.Runtime, key: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Fetched:
-    """A pull request as its repository holds it now: the mirror, and its base branch's tip."""
+    """A pull request as its repository holds it now: the mirror, its base branch's tip, and the
+    repository's default branch as the forge names it."""
 
     mirror: Mirror
     base_tip: str
+    default_branch: str
 
 
 def fetch_pull(rt: runtime.Runtime, forge: Forge, pr: PullRequest) -> Fetched | None:
@@ -119,7 +121,7 @@ def fetch_pull(rt: runtime.Runtime, forge: Forge, pr: PullRequest) -> Fetched | 
         mirror.ensure(forge.clone_url(pr.repo, allow_local=rt.server.allow_local_urls), [pr.head_sha],
                       [f"+{forge.pull_refspec(pr.number)}:{pull_ref}"])
     # The repo config in force is the base branch's as fetched now, never a commit a payload names.
-    return Fetched(mirror, mirror.resolve(base_branch))
+    return Fetched(mirror, mirror.resolve(base_branch), forge.default_branch(pr.repo.full_name))
 
 
 def build_report(rt: runtime.Runtime, pr: PullRequest, fetched: Fetched) -> DiffReport:
@@ -132,11 +134,11 @@ def build_report(rt: runtime.Runtime, pr: PullRequest, fetched: Fetched) -> Diff
     config = mirror.snapshot(base_tip)
     report = diff_snapshots(
         base, head, config_snapshot=config, base_sha=base_sha, head_sha=pr.head_sha,
-        branch=pr.base_ref, default_branch=pr.repo.default_branch,
+        branch=pr.base_ref, default_branch=fetched.default_branch,
         changed=changed, server_rules=rt.server.ignore,
         clusters=set(rt.server.clusters), timeout=rt.server.render_timeout, sandbox=rt.server.render_sandbox)
     return governance.review(report, server=rt.server, repo=pr.repo.full_name, base=config, head=head,
-                             changed=changed, branch=pr.base_ref, default_branch=pr.repo.default_branch)
+                             changed=changed, branch=pr.base_ref, default_branch=fetched.default_branch)
 
 
 @measured("commands")

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Literal, Mapping
 import redis
 
 from bot import runtime
-from bot.commands import GUARDED, USAGE, Command, authorize, parse, synopsis
+from bot.commands import GUARDED, MAX_COMMANDS, USAGE, Command, authorize, parse, synopsis
 from bot.config import REPO_CONFIG_FILE, ConfigError, Environment, RepoConfig
 from bot.environments import HISTORY_LIMIT, EnvRef, Environments, Hold, Record, Status
 from bot.events import PullRequest, PullRequestEvent, Repo
@@ -67,6 +67,8 @@ class Facts:
     """The repo config the merge would bring, when the pull request changes it (read for `/deploy`)."""
     merged_error: str | None = None
     """Why the pull request's `.gitops.yaml` cannot be read, if it cannot."""
+    governing: RepoConfig | None = None
+    """The default branch's repo config, which deploys read, when the base is another branch."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,8 @@ def _deploy(command: Command, facts: Facts, config: RepoConfig, pull: PullState)
     if facts.merged_error:
         return _answer("refused", f"What this pull request's merge would deploy is unknown, as its `.gitops.yaml` "
                                   f"cannot be read: {facts.merged_error}")
-    for each in dict.fromkeys([*deploys, *_redefined(config, facts.merged, env.branch)]):
+    governed = [e for e in facts.governing.for_branch(env.branch) if e.cluster] if facts.governing else []
+    for each in dict.fromkeys([*deploys, *_redefined(config, facts.merged, env.branch), *governed]):
         refusal = _guard("deploy", each, facts)
         if refusal:
             return refusal
@@ -319,10 +322,14 @@ def _names(names: Iterable[str]) -> str:
     return ", ".join(f"`{n}`" for n in names) or "none"
 
 
-def reply(commands: list[Command], outcomes: list[Outcome], instance: str) -> str | None:
-    """One comment answering every command that has something to say, each under a quote of it."""
+def reply(commands: list[Command], outcomes: list[Outcome], instance: str, skipped: int = 0) -> str | None:
+    """One comment answering every command that has something to say, each under a quote of it, and
+    saying how many more were not run."""
     sections = [f"> {command.line[:200]}\n\n{outcome.text}" for command, outcome in zip(commands, outcomes)
                 if outcome.text]
+    if skipped:
+        sections.append(f"{ICONS['invalid']} {skipped} more command{'s' if skipped > 1 else ''} not run: one comment "
+                        f"runs at most {MAX_COMMANDS}.")
     return "\n\n".join([marker(instance), *sections]) + "\n" if sections else None
 
 
@@ -398,6 +405,8 @@ class Executor:
         self.url = forge.clone_url(request.repo, allow_local=rt.server.allow_local_urls)
 
     def answer(self, commands: list[Command]) -> dict[str, Any]:
+        skipped = max(len(commands) - MAX_COMMANDS, 0)
+        commands = commands[:MAX_COMMANDS]
         self._react("eyes")
         facts = self._observe(commands)
         outcomes = []
@@ -409,15 +418,16 @@ class Executor:
                 if outcome.ok and command.name == "deploy":
                     facts = replace(facts, pull=self.forge.pull_state(self.request.repo.full_name, self.request.number))
             outcomes.append(outcome)
-        self._reply(reply(commands, outcomes, self.rt.settings.name))
-        self._react(final_reaction(outcomes))
-        return {"commands": [{"command": c.line, "result": o.result} for c, o in zip(commands, outcomes)]}
+        self._reply(reply(commands, outcomes, self.rt.settings.name, skipped))
+        self._react("confused" if skipped else final_reaction(outcomes))
+        return {"commands": [{"command": c.line, "result": o.result} for c, o in zip(commands, outcomes)],
+                "skipped": skipped}
 
     def _run(self, index: int, command: Command, facts: Facts) -> Outcome:
         repo, author = self.request.repo, self.request.author
         facts = replace(facts, envs=self._env_states(facts.config, HISTORY_LIMIT if command.name == "rollback" else 1))
         if command.name == "deploy" and facts.pull is not None and facts.config is not None:
-            facts = self._with_merged_config(facts, facts.pull)
+            facts = self._with_deploy_configs(facts, facts.pull)
         verdict = decide(command, facts)
         then = verdict.then
         log.info("slash command decided", extra={
@@ -445,17 +455,25 @@ class Executor:
             return replace(facts, pull=pull, held=held, config_error=str(err))
         return replace(facts, pull=pull, held=held, config=config)
 
-    def _with_merged_config(self, facts: Facts, pull: PullState) -> Facts:
-        """`facts` with the repo config the merge would bring, if the pull request changes it."""
+    def _with_deploy_configs(self, facts: Facts, pull: PullState) -> Facts:
+        """`facts` with the other configs that say what a merge deploys: the one the merge would bring,
+        if the pull request changes it, and the default branch's, which deploys read."""
         repo, number = self.request.repo, self.request.number
         mirror, ref = self.rt.mirrors.get(repo.forge, repo.full_name), f"refs/pull-heads/{number}"
+        default, clusters = self.forge.default_branch(repo.full_name), set(self.rt.server.clusters)
+        if pull.base_ref != default:
+            try:
+                mirror.ensure(self.url, [], [f"+refs/heads/{default}:refs/heads/{default}"], refresh=True)
+                governing = read_repo_config(mirror.snapshot(mirror.resolve(f"refs/heads/{default}")), default, clusters)
+            except (GitError, ConfigError) as err:
+                return replace(facts, merged_error=f"the default branch's could not be read ({err})")
+            facts = replace(facts, governing=governing)
         try:
             mirror.ensure(self.url, [pull.head_sha], [f"+{self.forge.pull_refspec(number)}:{ref}"])
             base = mirror.merge_base(mirror.resolve(f"refs/heads/{pull.base_ref}"), pull.head_sha)
             if base is not None and REPO_CONFIG_FILE not in mirror.changed_paths(base, pull.head_sha):
                 return facts
-            merged = read_repo_config(mirror.snapshot(pull.head_sha), repo.default_branch,
-                                      set(self.rt.server.clusters))
+            merged = read_repo_config(mirror.snapshot(pull.head_sha), default, clusters)
         except GitError as err:
             return replace(facts, merged_error=f"its head could not be fetched ({err})")
         except ConfigError as err:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.commands import MAX_REASON, parse
+from bot.commands import MAX_COMMANDS, MAX_REASON, parse
 from bot.report import fit
 from tests.test_commands_run import forge, repo, rt, run  # noqa: F401 (fixtures)
 
@@ -33,4 +33,14 @@ def test_fit_cuts_at_a_line_and_leaves_short_bodies_alone():
 
 
 def test_parse_reads_every_command_line():
-    assert len(parse("/status\n" * 50)) == 50  # the cap is the job's: each is answered
+    assert len(parse("/status\n" * 50)) == 50  # the cap is the job's, which says what it left
+
+
+def test_one_comment_runs_at_most_ten_commands_and_says_so(rt, repo, forge):
+    result = run(rt, repo, "/diff\n" * 300)
+    assert len(result["commands"]) == MAX_COMMANDS and result["skipped"] == 300 - MAX_COMMANDS
+    assert rt.store.queue("diff").count <= MAX_COMMANDS  # not 300 diff jobs
+    (reply,) = forge.comments
+    assert reply.rstrip().endswith(f"❓ {300 - MAX_COMMANDS} more commands not run: one comment runs at most "
+                                   f"{MAX_COMMANDS}.")
+    assert forge.reactions[-1] == "confused"

@@ -365,3 +365,12 @@ def test_durations_must_be_positive(text_, key, expected):
         parse_server_config(text_.encode())
     assert (caught.value.key, caught.value.expected) == (key, expected)
     assert parse_server_config(b"reconcile: {interval: 0}\n").reconcile_interval == 0
+
+
+def test_deploy_into_another_branch_is_guarded_by_the_default_branchs_configuration_too():
+    production = replace(CONFIG.environments[1], deployers="write")  # the base branch's own config says write
+    base = facts("write", pull=replace(OPEN, base_ref="production"),
+                 config=replace(CONFIG, environments=(STAGING, production, *CONFIG.environments[2:])))
+    assert verdict("/deploy", base) == Merge(production, OPEN.head_sha, ("production",))
+    governed = replace(base, governing=CONFIG)  # the default branch's, which deploys read, says maintain
+    assert "/deploy on production needs maintain" in answer("/deploy", governed)
