@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import time
 
 import gitlab
@@ -9,14 +10,14 @@ import pytest
 
 from bot.events import Repo
 from bot.forges.base import DEFAULT_BRANCH_TTL, CloneURLRefused, MergeRefused, PullState, TransientForgeError
-from bot.forges.gitlab import GitLabForge
+from bot.forges.gitlab import MAX_RETRIES, GitLabForge
 from tests.fakes.gitlab_api import DEVELOPER, GUEST, MAINTAINER, OWNER, PLANNER, REPORTER, FakeGitLab
 from tests.fakes.http import Reply
 
 PATH = "group/sub/infra"
 TOKEN = "glpat-adapterTOKEN0123"
 HEAD, BASE = "a" * 40, "b" * 40
-BAD_GATEWAY = Reply(502, {"message": "502 Bad Gateway"}, {"Retry-After": "0"})
+BAD_GATEWAY = Reply(502, {"message": "502 Bad Gateway"}, {"Retry-After": "0"})  # "0": at once, in-process
 
 
 @pytest.fixture
@@ -283,15 +284,53 @@ def test_a_transient_502_is_retried(forge, fake):
     assert [n["body"] for n in fake.notes(PATH, 7)] == ["hello"]
 
 
-@pytest.mark.parametrize("reply", [
-    BAD_GATEWAY, Reply(429, {"message": "429 Too Many Requests"}, {"Retry-After": "0"}), None,  # None: dropped
-])
+@pytest.mark.parametrize("reply", [BAD_GATEWAY, Reply(503, {"message": "503"}), None])  # None: dropped
 def test_persistent_transient_errors_become_transient_forge_errors(forge, fake, no_backoff, reply):
     fake.fail("GET", r"/notes$", reply, times=100)
     with pytest.raises(TransientForgeError) as err:
         forge.list_comments(PATH, 7)
     assert TOKEN not in str(err.value) and err.value.__cause__ is None
-    assert len(fake.calls("GET", r"/notes$")) > 1  # python-gitlab retried first
+    assert err.value.retry_after is None  # the job's own back-off
+    assert len(fake.calls("GET", r"/notes$")) == 1 + MAX_RETRIES  # python-gitlab retried first
+
+
+def in_an_http_date(seconds: float) -> str:
+    return email.utils.formatdate(time.time() + seconds, usegmt=True)
+
+
+TOO_MANY = {"message": "429 Too Many Requests"}
+WAITS = {  # what GitLab answers (made when the test runs: times are absolute), and the wait it asks for
+    "429 Retry-After": (lambda: Reply(429, TOO_MANY, {"Retry-After": "12"}), 12),
+    "429 HTTP-date": (lambda: Reply(429, TOO_MANY, {"Retry-After": in_an_http_date(40)}), 40),
+    "429 RateLimit-Reset": (lambda: Reply(429, TOO_MANY, {
+        "RateLimit-Remaining": "0", "RateLimit-Reset": str(int(time.time()) + 50)}), 50),
+    "503 Retry-After": (lambda: Reply(503, {"message": "503 Service Unavailable"}, {"Retry-After": "30"}), 30),
+    "429 alone": (lambda: Reply(429, TOO_MANY), None),
+}
+
+
+@pytest.mark.parametrize("fault", list(WAITS))
+def test_a_wait_gitlab_asks_for_is_raised_at_once_never_slept(forge, fake, fault):
+    answer, wait = WAITS[fault]
+    reply = answer()
+    fake.fail("POST", r"/deployments$", reply, times=100)
+    started = time.monotonic()
+    with pytest.raises(TransientForgeError) as err:
+        forge.create_deployment(PATH, "production", HEAD, "main", "deploying")
+    assert time.monotonic() - started < 2  # python-gitlab would sleep 12 s, or fail on the date
+    assert len(fake.calls("POST", r"/deployments$")) == 1 and fake.deployments.get(PATH, []) == []
+    assert str(err.value) == f"GitLab answered {reply.status} to create deployment" and err.value.forge == "gitlab"
+    if wait is None:
+        assert err.value.retry_after is None
+    else:
+        assert wait - 3 <= err.value.retry_after <= wait
+
+
+def test_the_rate_limit_headroom_is_what_gitlab_last_said(forge, fake):
+    assert forge.rate_limit_remaining() is None
+    fake.fail("GET", r"/notes$", Reply(200, [], {"RateLimit-Remaining": "598", "RateLimit-Limit": "600"}))
+    assert forge.list_comments(PATH, 7) == []
+    assert forge.rate_limit_remaining() == 598
 
 
 def test_an_unreachable_server_is_transient(no_backoff):

@@ -72,5 +72,10 @@ def test_reading_the_forges_headers():
     assert retry_after({"Retry-After": "17"}, now=1000) == 17
     assert retry_after({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1060"}, now=1000) == 60
     assert retry_after({"X-RateLimit-Remaining": "12", "X-RateLimit-Reset": "1060"}, now=1000) is None
-    assert retry_after({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, now=1000) is None
+    october = 1792567680  # Wed, 21 Oct 2026 07:28:00 GMT
+    assert retry_after({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, now=october - 90) == 90
+    assert retry_after({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, now=october + 5) == 0  # past: now
+    assert retry_after({"RateLimit-Remaining": "0", "RateLimit-Reset": "1060"}, now=1000) == 60  # GitLab's names
+    for garbage in ("soon", "nan", "inf", ""):
+        assert retry_after({"Retry-After": garbage}, now=1000) is None  # the job's own back-off
     assert retry_after(None, now=1000) is None

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import math
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Generic, Hashable, Iterable, Literal, Mapping, Protocol, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -49,16 +52,38 @@ class CloneURLRefused(PermanentError):
 
 
 def retry_after(headers: Mapping[str, str] | None, now: float) -> float | None:
-    """Seconds to wait, from `Retry-After` or, with no requests left, `X-RateLimit-Reset`."""
+    """Seconds to wait, from `Retry-After` (seconds or an HTTP date) or, with no requests left, the
+    rate limit's reset time (GitHub's `X-RateLimit-*`, GitLab's `RateLimit-*` headers)."""
     lower = {k.lower(): v for k, v in (headers or {}).items()}
-    try:
-        if "retry-after" in lower:
-            return max(float(lower["retry-after"]), 0.0)
-        if lower.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in lower:
-            return max(float(lower["x-ratelimit-reset"]) - now, 0.0)
-    except ValueError:
-        pass  # an HTTP date or garbage: fall back to the job's own back-off
+    if "retry-after" in lower:
+        return _seconds_from(lower["retry-after"], now)
+    for prefix in ("x-ratelimit-", "ratelimit-"):
+        if lower.get(f"{prefix}remaining", "").strip() == "0" and f"{prefix}reset" in lower:
+            reset = _finite(lower[f"{prefix}reset"])
+            return None if reset is None else max(reset - now, 0.0)
     return None
+
+
+def _seconds_from(value: str, now: float) -> float | None:
+    """A `Retry-After` value: delay seconds, or an HTTP date; None for garbage (the job's own back-off applies)."""
+    seconds = _finite(value)
+    if seconds is not None:
+        return max(seconds, 0.0)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT, and the obsolete forms name no zone
+        when = when.replace(tzinfo=timezone.utc)
+    return max(when.timestamp() - now, 0.0)
+
+
+def _finite(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)

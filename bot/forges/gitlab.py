@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import datetime
 from typing import Any, Callable, Mapping, TypeVar
 
 import gitlab
+import requests
 from gitlab.exceptions import GitlabError
 from gitlab.v4.objects import CurrentUserManager
 
 from bot.events import CommentEvent, Event, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
 from bot.forges.base import (DEFAULT_BRANCH_TTL, Comment, DeployState, Delivery, MergeRefused, PullState, Reaction,
                              Review, ShortCache, StatusState, TransientForgeError, WebhookError, approval,
-                             constant_time_equal, field, forge_clone_url, parse_json_object)
+                             constant_time_equal, field, forge_clone_url, parse_json_object, retry_after)
 
 FORGE = "gitlab"
 COMMENT_LIMIT = 1_000_000
 TIMEOUT = 30.0
 """Seconds per API request."""
 MAX_RETRIES = 5
-"""python-gitlab's own retries of 5xx, 429 and connection errors (0.1 s doubling, or Retry-After)."""
+"""python-gitlab's own retries of a 5xx or a dropped connection, 0.1 s doubling (3 s in all). An answer
+that asks for a wait (a 429, a Retry-After) is never retried in the worker: see `_WaitAsked`."""
 T = TypeVar("T")
 
 # Merge request actions the core tells apart: (the neutral name, the words for its reasons).
@@ -147,10 +150,47 @@ class _Client(gitlab.Gitlab):
         return super().http_request(*args, **kwargs)
 
 
+class _WaitAsked(TransientForgeError):
+    """GitLab asked the client to wait: a rate limit (429), or a 5xx naming when to try again.
+
+    python-gitlab would sleep that out in the worker (a 429's Retry-After, a 5xx's Retry-After or
+    RateLimit-Reset), inside whatever lock the job holds, and it cannot read an HTTP-date Retry-After
+    at all. Raised from the session's response hook, before python-gitlab sees the answer, it retries
+    the job as late as GitLab said instead.
+    """
+
+
+def _asks_to_wait(status: int, headers: Mapping[str, str]) -> bool:
+    """A rate limit, or a 5xx whose headers name a wait other than none (`Retry-After: 0` is "now")."""
+    if status == 429:
+        return True
+    named = headers.get("Retry-After", headers.get("RateLimit-Reset"))
+    return status >= 500 and named is not None and named.strip() != "0"
+
+
+class _Session(requests.Session):
+    """The client's session: raises `_WaitAsked`, and keeps the rate-limit headroom GitLab last gave."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.remaining: int | None = None
+        self.hooks["response"].append(self._seen)
+
+    def _seen(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        headers = response.headers  # case-insensitive
+        if (remaining := headers.get("RateLimit-Remaining", "")).isdigit():
+            self.remaining = int(remaining)
+        if _asks_to_wait(response.status_code, headers):
+            response.close()
+            raise _WaitAsked(f"GitLab answered {response.status_code}", retry_after(headers, time.time()), FORGE)
+
+
 def _call(what: str, fn: Callable[[], T]) -> T:
     """Run one API call; 5xx, 429 and connection errors become retryable, and no token reaches the message."""
     try:
         return fn()
+    except _WaitAsked as err:
+        raise TransientForgeError(f"{err} to {what}", err.retry_after, FORGE) from None
     except GitlabError as err:
         if err.response_code is not None and (err.response_code >= 500 or err.response_code == 429):
             raise TransientForgeError(f"GitLab answered {err.response_code} to {what}", forge=FORGE) from None
@@ -209,8 +249,9 @@ class GitLabForge:
             raise ValueError("GitLab needs GITLAB_TOKEN")
         self.url = self.web_url = url.rstrip("/")
         self._token = token
+        self._session = _Session()
         self._gl = _Client(self.url, private_token=token, retry_transient_errors=True, timeout=TIMEOUT,
-                           per_page=100)
+                           per_page=100, session=self._session)
         self._login: str | None = None
         self._default_branches: ShortCache[str, str] = ShortCache(DEFAULT_BRANCH_TTL)
 
@@ -333,7 +374,7 @@ class GitLabForge:
         return merged.get("merge_commit_sha") or merged["sha"]
 
     def rate_limit_remaining(self) -> int | None:
-        return None  # python-gitlab obeys GitLab's rate limits itself and does not expose the headroom
+        return self._session.remaining
 
     def open_pulls(self, repo: Repo) -> list[PullRequest]:
         # The listing names no base commit: an empty base_sha makes the diff take the target's tip.
