@@ -31,11 +31,15 @@ T = TypeVar("T")
 
 
 class ClusterError(Exception):
-    """A cluster call failed. The message names the call and the API's reason, never object content."""
+    """A cluster call failed. The message names the call and the API's reason, never object content.
 
-    def __init__(self, message: str, status: int | None = None):
+    `temporary`: the cluster was briefly unable to answer (a 429 or 5xx, a refused or timed-out
+    connection) even after our retries; a 4xx is the API server's considered answer, and is not.
+    """
+
+    def __init__(self, message: str, status: int | None = None, temporary: bool = False):
         super().__init__(message)
-        self.status = status
+        self.status, self.temporary = status, temporary
 
 
 def _plain(_client: Any, data: Any) -> Any:
@@ -99,10 +103,11 @@ class ClusterClient:
                 return fn()
             except ApiException as err:
                 if err.status not in TRANSIENT or pause is None:
-                    raise ClusterError(f"{what}: {_reason(err)}", err.status) from None
+                    raise ClusterError(f"{what}: {_reason(err)}", err.status, err.status in TRANSIENT) from None
             except (urllib3.exceptions.HTTPError, OSError) as err:
                 if pause is None:
-                    raise ClusterError(f"{what}: cluster {self.name!r} is unreachable ({type(err).__name__})") from None
+                    raise ClusterError(f"{what}: cluster {self.name!r} is unreachable ({type(err).__name__})",
+                                       temporary=True) from None
             time.sleep(pause)
         raise AssertionError("unreachable")
 

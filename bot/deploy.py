@@ -112,6 +112,8 @@ class Result:
     duration: float = 0.0
     skipped: tuple[str, ...] = ()
     """What the render holds that the deploy did not apply, each with the reason (see `Plan.skipped`)."""
+    temporary: bool = False
+    """The error was the cluster briefly unable to answer (`ClusterError.temporary`): worth another try."""
 
     def count(self, op: Op) -> int:
         return sum(a.op == op for a in self.done)
@@ -340,7 +342,8 @@ def execute(plan_: Plan, cluster: ClusterClient, options: Options = Options(),
         if not options.dry_run:
             _wait(cluster, list(plan_.rollouts), rollout_status, "rollout", options.rollout_timeout, check)
     except (ClusterError, DeployError) as err:
-        return Result(tuple(done), len(plan_.unchanged), str(err), cluster.writes, skipped=plan_.skipped)
+        return Result(tuple(done), len(plan_.unchanged), str(err), cluster.writes, skipped=plan_.skipped,
+                      temporary=isinstance(err, ClusterError) and err.temporary)
     return Result(tuple(done), len(plan_.unchanged), None, cluster.writes, skipped=plan_.skipped)
 
 
@@ -362,7 +365,7 @@ def run(snapshot: Snapshot, env: Environment, cluster: Cluster, inventory: Inven
     except RenderError as err:
         result = Result(error=f"render failed: {err}")
     except (ClusterError, DeployError) as err:
-        result = Result(error=str(err))
+        result = Result(error=str(err), temporary=isinstance(err, ClusterError) and err.temporary)
     return replace(result, duration=time.monotonic() - started)
 
 
