@@ -46,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     diff = commands.add_parser("diff", help="the diff a pull request would get, between two revisions")
     diff.add_argument("--repo", default=".", help="the repository (default: the current directory)")
     diff.add_argument("--env", help="only this environment")
-    diff.add_argument("--format", choices=("markdown", "text", "json"), default="text")
+    diff.add_argument("--format", choices=("markdown", "text", "json", "patch"), default="text",
+                      help="text (coloured on a terminal unless NO_COLOR is set), the comment's markdown, json, "
+                           "or a standard unified diff with ---/+++ headers for patch or delta (default: text)")
     diff.add_argument("base", help="base revision")
     diff.add_argument("head", nargs="?", help="head revision (default: the working tree)")
 
@@ -317,10 +319,16 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(report.as_json(result))
     elif args.format == "markdown":
         sys.stdout.write("\n".join(report.markdown(result, settings.name, limit=sys.maxsize)))
+    elif args.format == "patch":
+        sys.stdout.write(report.patch(result))
     else:
-        sys.stdout.write(report.text(result, colour=sys.stdout.isatty()))
-    if result.failed:
-        return fail(result.error or next(f"{e.environment}: {e.error}" for e in result.environments if e.error))
+        sys.stdout.write(report.text(result, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+    if result.failed:  # said once, here: the text on stdout names only what failed
+        errors = [result.error] if result.error else [f"{e.environment}: {e.error}" for e in result.environments
+                                                     if e.error]
+        for error in errors[:-1]:
+            fail(error)
+        return fail(errors[-1])
     return 1 if result.counts.total else 0
 
 

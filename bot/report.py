@@ -254,9 +254,7 @@ def text(report: DiffReport, colour: bool = False) -> str:
     def paint(s: str, what: str) -> str:
         return f"{COLOURS[what]}{s}{COLOURS['reset']}" if colour else s
 
-    out = []
-    if report.error:
-        out.append(paint("error: ", "-") + report.error)
+    out = []  # errors are the caller's to say (on stderr), once
     if report.config:
         out.append(paint(f"== {REPO_CONFIG_FILE} changes", "bold"))
         out += [f"   {line}" for line in _config_lines(report.config)]
@@ -266,7 +264,6 @@ def text(report: DiffReport, colour: bool = False) -> str:
             out.append(paint("refused: ", "-") + env.refusal)
         if env.error:
             out.append(paint(title + "render failed", "bold"))
-            out.append("   " + env.error)
             continue
         out.append(paint(title + (summary(env.counts) if env.changes else "no changes"), "bold"))
         for warning in env.warnings:
@@ -289,6 +286,23 @@ def _config_lines(review: ConfigReview) -> list[str]:
         refusal = f" (refused: {review.refusals[change.name]})" if change.name in review.refusals else ""
         lines.append(f"{change.op} {change.name}" + (f": {fields}" if fields else "") + refusal)
     return lines or ["no environment changes"]
+
+
+# -- a standard unified diff -------------------------------------------------------------------
+
+def patch(report: DiffReport) -> str:
+    """Every change as a unified diff with `---`/`+++` headers, one file per object, which `patch`,
+    `delta` and other diff tools read. Secret values stay masked."""
+    out = []
+    for env in report.environments:
+        for change in env.changes:
+            key = change.key
+            path = "/".join((env.environment, key.group or "core", key.kind, key.namespace or "_cluster",
+                             f"{key.name}.yaml"))
+            out.append(f"--- {'/dev/null' if change.op == '+' else 'a/' + path}")
+            out.append(f"+++ {'/dev/null' if change.op == '-' else 'b/' + path}")
+            out.append(change.diff)
+    return "\n".join(out) + ("\n" if out else "")
 
 
 # -- JSON --------------------------------------------------------------------------------------

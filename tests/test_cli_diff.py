@@ -132,3 +132,40 @@ def test_the_bots_own_kubernetes_manifests_render(remote: GitRemote):
     assert "--requirepass" in diffs["redis"] and "redis://:$(REDIS_PASSWORD)@redis:6379/0" in diffs["gitops-bot-worker"]
     for workload in ("gitops-bot-web", "gitops-bot-worker"):
         assert "runAsUser: 10001" in diffs[workload]  # numeric, as runAsNonRoot needs
+
+
+def test_an_error_is_said_once_on_stderr(remote, repo):
+    remote.commit("broken", {"envs/staging/app.yaml": "data: [1, 2\n"}, parent="main")
+    result = gitops_bot(repo, "main", "broken")
+    assert result.returncode == 2
+    assert "== staging (envs/staging): render failed" in result.stdout and "line 2" not in result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1 and "line 2, column 1" in result.stderr
+
+
+def test_a_standard_unified_diff_that_patch_tools_read(remote, repo, tmp_path):
+    result = gitops_bot(repo, "--format", "patch", "main", "feature")
+    assert result.returncode == 1, result.stderr
+    before = gitops_bot(repo, "--format", "json", "main", "feature")
+    changes = json.loads(before.stdout)["environments"][0]["changes"]
+    changed = next(c for c in changes if c["op"] == "changed")
+    path = f"staging/core/ConfigMap/{changed['namespace'] or '_cluster'}/{changed['name']}.yaml"
+    assert f"--- a/{path}\n+++ b/{path}\n@@ " in result.stdout
+    added = next(c for c in changes if c["op"] == "added")
+    assert f"--- /dev/null\n+++ b/staging/core/ConfigMap/{added['namespace'] or '_cluster'}/{added['name']}.yaml" \
+        in result.stdout
+    read = subprocess.run(["git", "apply", "--numstat", "-"], input=result.stdout, text=True, capture_output=True,
+                          cwd=tmp_path)  # git reads it as a patch: a count of lines per object
+    assert read.returncode == 0 and f"\t{path}" in read.stdout, read.stderr
+
+
+def test_no_color_is_honoured(repo):
+    import pty
+
+    env = {**os.environ, "NO_COLOR": "1"}
+    leader, follower = pty.openpty()
+    proc = subprocess.run([sys.executable, "-m", "bot", "diff", "--repo", str(repo), "main", "feature"], env=env,
+                          stdout=follower, stderr=subprocess.PIPE, timeout=60)
+    os.close(follower)
+    output = os.read(leader, 65536)
+    os.close(leader)
+    assert proc.returncode == 1 and b"\x1b[" not in output and b"== staging" in output
