@@ -31,10 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="the webhook and dashboard web server (gunicorn)")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    # Measured with bench/intake.py: plain (sync) worker processes take the most webhooks per core.
     serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "3")))
-    serve.add_argument("--threads", type=int, default=int(os.environ.get("GITOPS_BOT_WEB_THREADS", "1")),
-                       help="threads per worker; above 1, connections are kept alive (gthread)")
+    serve.add_argument("--threads", type=int, default=int(os.environ.get("GITOPS_BOT_WEB_THREADS", "4")),
+                       help="threads per worker that run the app on requests read whole")
+    serve.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS",
+                       help="how long a request may take to arrive, headers and body (default: 10)")
 
     worker = commands.add_parser("worker", help="an RQ worker on the bot's queues")
     worker.add_argument("--burst", action="store_true", help="drain the queues, then exit")
@@ -142,6 +143,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # gunicorn's workers are processes: their webhook counters meet in this directory.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gitops-bot-metrics-"))
     from bot.web import create_app
+    from bot.webserver import IntakeWorker
 
     class JsonLogger(Logger):
         """gunicorn's own messages through the bot's JSON handler."""
@@ -152,11 +154,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 logger.handlers[:] = []
                 logger.propagate = True
 
+    class Worker(IntakeWorker):
+        deadline = args.request_timeout or IntakeWorker.deadline
+
     class Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", args.workers)
             self.cfg.set("threads", args.threads)
+            self.cfg.set("worker_class", Worker)
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("logger_class", JsonLogger)
 

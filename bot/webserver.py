@@ -1,0 +1,360 @@
+"""The web server's worker: a request is read whole, within a deadline, before a thread serves it."""
+
+from __future__ import annotations
+
+import re
+import selectors
+import socket
+import time
+from functools import partial
+from typing import Any
+
+import orjson
+from gunicorn import http
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from bot.web import MAX_BODY
+
+REQUEST_DEADLINE = 10.0
+"""Seconds a request may take to arrive, headers and body: counted from the connection's accept,
+or from the first byte of a kept-alive connection's next request. Past it the answer is 408 and
+the connection closes. GitHub and GitLab give up on a delivery after 10 s, so a slower arrival is
+lost anyway. Until a request has arrived whole it holds no thread: slow clients cost a buffer
+each, never intake for the others."""
+
+HEADER_LIMIT = 64 * 1024
+"""Bytes of request line and headers; past them the answer is 431 and the connection closes."""
+
+SMALL_REQUEST = 1024 * 1024
+"""Bytes any one arriving request may hold; webhooks are far smaller (a pull request is ~30 KB)."""
+
+LARGE_REQUESTS = 64 * 1024 * 1024
+"""Bytes per worker that arriving requests may hold beyond their first `SMALL_REQUEST` each:
+room for two bodies at the 25 MiB limit. A request that would go past it is answered 503 (the
+forge's delivery shows failed and can be redelivered) and its connection closes."""
+
+LINGER = 2.0
+"""Seconds a closing connection is kept to swallow what the client still sends (the rest of a
+body refused as too large, say), so that its answer is not lost to a reset."""
+
+_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+
+
+class Arrival:
+    """The bytes of one HTTP/1.x request as they come, and when the application can have them.
+
+    `ready` once the request is `complete`, or once the application would refuse it as too
+    large without reading further (`read_limit`: the most body bytes it reads). Framing is read
+    only as far as needed to find the request's end: anything unusual (conflicting lengths, an
+    unknown transfer coding, a malformed chunk) is ready at once, for gunicorn's own parser to
+    refuse with its usual answer.
+    """
+
+    def __init__(self, deadline: float, read_limit: int):
+        self.deadline, self.read_limit = deadline, read_limit
+        self.data = bytearray()
+        self.ready = self.complete = False
+        self.headers_too_large = False
+        self.continue_due = False
+        """The client waits for `100 Continue` before it sends the body."""
+        self._head_end = -1
+        self._length: int | None = None
+        self._next_chunk = 0  # chunked: where the next chunk-size line starts
+        self._decoded = 0  # chunked: the body bytes before it
+
+    def feed(self, data: bytes) -> None:
+        self.data += data
+        if self._head_end < 0:
+            self._read_head(len(self.data) - len(data))
+        elif self.continue_due:
+            self.continue_due = False  # the body comes anyway
+        if self._head_end >= 0 and not self.ready:
+            self._read_body()
+            self.ready = self.ready or self.complete
+
+    def take(self) -> bytes:
+        data, self.data = bytes(self.data), bytearray()
+        return data
+
+    def _read_head(self, new_from: int) -> None:
+        end = self.data.find(b"\r\n\r\n", max(new_from - 3, 0))
+        if end < 0:
+            self.headers_too_large = len(self.data) > HEADER_LIMIT
+            return
+        self._head_end = self._next_chunk = end + 4
+        request_line, *lines = self.data[:end].decode("latin-1").split("\r\n")
+        fields: dict[str, list[str]] = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            fields.setdefault(name.strip().lower(), []).append(value.strip())
+        lengths, codings = set(fields.get("content-length", ())), fields.get("transfer-encoding")
+        if codings:
+            chunked = not lengths and ",".join(codings).rsplit(",", 1)[-1].strip().lower() == "chunked"
+            self.ready = not chunked
+        elif lengths:
+            length = lengths.pop()
+            if lengths or not length.isdigit():
+                self.ready = True
+            elif int(length) > self.read_limit:
+                self.ready = True  # refused by its length alone
+            else:
+                self._length = int(length)
+        else:
+            self._length = 0
+        self.continue_due = (not self.ready and len(self.data) == self._head_end
+                             and request_line.endswith("HTTP/1.1")
+                             and [v.lower() for v in fields.get("expect", ())] == ["100-continue"])
+
+    def _read_body(self) -> None:
+        if self._length is not None:
+            self.complete = len(self.data) - self._head_end >= self._length
+            return
+        while True:  # chunked: step from one chunk-size line to the next
+            line_end = self.data.find(b"\r\n", self._next_chunk)
+            if line_end < 0:
+                self.ready = len(self.data) - self._next_chunk > 4096  # no sane size line is that long
+                return
+            size = _CHUNK_SIZE.match(self.data, self._next_chunk, line_end)
+            if size is None or self.data[size.end():line_end].lstrip(b" \t")[:1] not in (b"", b";"):
+                self.ready = True
+                return
+            length = int(size.group(), 16)
+            if length == 0:
+                self.complete = (self.data.startswith(b"\r\n", line_end + 2)
+                                 or self.data.find(b"\r\n\r\n", line_end) >= 0)
+                return
+            if self._decoded + min(length, len(self.data) - line_end - 2) >= self.read_limit:
+                self.ready = True  # the application refuses it from what it holds
+                return
+            if len(self.data) < line_end + 2 + length + 2:
+                return
+            self._decoded += length
+            self._next_chunk = line_end + 2 + length + 2
+
+
+class DeadlineSocket:
+    """The client socket as gunicorn's parser reads it: no read waits past the request's deadline.
+
+    A request reaches a thread whole, so the parser reads the socket only when the application
+    reads past a body it refuses, or the framing was unusual."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock, self.deadline = sock, 0.0
+
+    def recv(self, size: int) -> bytes:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self.sock.settimeout(remaining)
+        try:
+            return self.sock.recv(size)
+        finally:
+            self.sock.setblocking(True)
+
+
+class Connection(TConn):
+    """A client connection; closing it gracefully lingers in the worker's poller, never blocking."""
+
+    def __init__(self, worker: "IntakeWorker", *args: Any):
+        super().__init__(*args)
+        self.worker = worker
+        self.arrival: Arrival | None = None
+        self.complete = False
+        """The request a thread serves arrived to its end (so the connection may be kept alive)."""
+        self.source = DeadlineSocket(self.sock)
+        self.continued = False
+        """`100 Continue` went out for the request being read."""
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful:
+            self.worker.linger(self)
+        else:
+            self.sock.close()
+
+
+class IntakeWorker(ThreadWorker):
+    """gunicorn's threaded worker, with requests read by its event loop instead of its threads.
+
+    The loop buffers each request until it is whole, then a thread runs the application on it: a
+    client that dribbles its headers or body costs its buffer, and is cut off at the deadline.
+    Everything here runs on the loop's thread, except `handle` and what it calls.
+    """
+
+    deadline = REQUEST_DEADLINE
+    read_limit = MAX_BODY + 1
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.arriving: dict[Connection, None] = {}  # in deadline order, as each waits as long
+        self.lingering: dict[Connection, float] = {}
+        self.large_bytes = 0
+
+    def accept(self, listener: socket.socket) -> None:
+        try:
+            sock, client = listener.accept()
+        except (BlockingIOError, ConnectionAbortedError):
+            return
+        self.nr_conns += 1
+        self.arrive(Connection(self, self.cfg, sock, client, listener.getsockname()))
+
+    def enqueue_req(self, conn: Connection) -> None:  # type: ignore[override]
+        """gunicorn's other ways to the thread pool (a kept-alive connection turning readable,
+        bytes read ahead past a response) pass through an arrival first."""
+        self.arrive(conn)
+
+    def arrive(self, conn: Connection) -> None:
+        conn.arrival = Arrival(time.monotonic() + self.deadline, self.read_limit)
+        conn.sock.setblocking(False)
+        ahead = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        ready = self._feed(conn, ahead) if ahead else False
+        if not ready and conn.arrival is not None:
+            ready = self._read(conn)
+        if ready:
+            self._hand_over(conn)
+        elif conn.arrival is not None:
+            self.arriving[conn] = None
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+
+    def _on_readable(self, conn: Connection, _sock: socket.socket) -> None:
+        if self._read(conn):
+            self.poller.unregister(conn.sock)
+            del self.arriving[conn]
+            self._hand_over(conn)
+
+    def _read(self, conn: Connection) -> bool:
+        """Read what has come; True once the request is ready."""
+        while True:
+            try:
+                data = conn.sock.recv(262144)
+            except BlockingIOError:
+                return False
+            except OSError:
+                data = b""
+            if not data:
+                self._drop(conn, None)
+                return False
+            if self._feed(conn, data):
+                return True
+            if conn.arrival is None:
+                return False
+            if conn.arrival.continue_due:
+                conn.arrival.continue_due = False
+                conn.continued = True
+                try:
+                    conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                except OSError:
+                    pass
+
+    def _feed(self, conn: Connection, data: bytes) -> bool:
+        """True once the request is ready; a request refused leaves `conn.arrival` None."""
+        arrival = conn.arrival
+        assert arrival is not None
+        held = _large(arrival)
+        arrival.feed(data)
+        grown = _large(arrival) - held
+        if grown and self.large_bytes + grown > LARGE_REQUESTS:
+            self._drop(conn, (503, "the server holds too many large requests; redeliver later"))
+            return False
+        self.large_bytes += grown
+        if arrival.headers_too_large:
+            self._drop(conn, (431, f"request headers are over {HEADER_LIMIT // 1024} KiB"))
+            return False
+        return arrival.ready
+
+    def _hand_over(self, conn: Connection) -> None:
+        arrival = conn.arrival
+        assert arrival is not None
+        conn.arrival = None
+        self.large_bytes -= _large(arrival)
+        conn.complete = arrival.complete
+        conn.source.deadline = arrival.deadline
+        if conn.parser is None:
+            conn.parser = http.get_parser(self.cfg, conn.source, conn.client)
+        conn.parser.unreader.unread(arrival.take())
+        conn.data_ready = True
+        super().enqueue_req(conn)
+
+    def handle_request(self, req: Any, conn: Connection) -> bool:  # type: ignore[override]
+        if conn.continued:  # said already, while the body was awaited
+            req._expected_100_continue = conn.continued = False
+        return super().handle_request(req, conn)
+
+    def _keepalive_after(self, conn: Connection, keepalive: bool) -> bool:  # type: ignore[override]
+        """A request handed over before its end (refused as too large, or oddly framed) closes its
+        connection: draining the rest would make a thread wait on the client."""
+        return conn.complete and super()._keepalive_after(conn, keepalive)
+
+    def _drop(self, conn: Connection, answer: tuple[int, str] | None) -> None:
+        """Leave the arrival stage without a request: the client went away, or gets `answer`."""
+        arrival = conn.arrival
+        assert arrival is not None
+        conn.arrival = None
+        self.large_bytes -= _large(arrival)
+        if conn in self.arriving:
+            del self.arriving[conn]
+            self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        if answer is None:
+            conn.sock.close()
+            return
+        status, message = answer
+        body = orjson.dumps({"error": message})
+        try:
+            conn.sock.send(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                           b"Connection: close\r\n\r\n%s" % (status, _REASONS[status].encode(), len(body), body))
+        except OSError:
+            pass
+        self.linger(conn)
+
+    def linger(self, conn: Connection) -> None:
+        """Close once the client has had the answer: FIN now, then swallow what it still sends
+        until its FIN or for `LINGER` seconds, so that no reset destroys the answer."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.sock.setblocking(False)
+        except OSError:
+            conn.sock.close()
+            return
+        self.lingering[conn] = time.monotonic() + LINGER
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_lingering_readable, conn))
+
+    def _on_lingering_readable(self, conn: Connection, _sock: socket.socket) -> None:
+        try:
+            data = conn.sock.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
+
+    def _close(self, conn: Connection) -> None:
+        del self.lingering[conn]
+        self.poller.unregister(conn.sock)
+        conn.sock.close()
+
+    def murder_pending(self) -> None:
+        """Also answer 408 to requests past their deadline, and close lingering connections past theirs."""
+        super().murder_pending()
+        now = time.monotonic()
+        while self.arriving:
+            conn = next(iter(self.arriving))
+            if conn.arrival is not None and conn.arrival.deadline > now:
+                break
+            self._drop(conn, (408, f"the request did not arrive within {self.deadline:g} s"))
+        while self.lingering:
+            conn, until = next(iter(self.lingering.items()))
+            if until > now:
+                break
+            self._close(conn)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        first = next(iter(self.arriving), None)
+        if first is not None and first.arrival is not None:  # wake for the first deadline
+            timeout = min(timeout, max(first.arrival.deadline - time.monotonic(), 0.0))
+        super().wait_for_and_dispatch_events(timeout)
+
+
+def _large(arrival: Arrival) -> int:
+    return max(len(arrival.data) - SMALL_REQUEST, 0)

@@ -1,0 +1,209 @@
+"""`gitops-bot serve` over real sockets: slow clients hold no worker and are cut off at the
+request deadline, while signed deliveries are answered at once; kept-alive, pipelined, chunked and
+oversized requests get the answers the app gives."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from bot.embedded import free_port
+from bot.forges.github import signature
+from bot.webserver import HEADER_LIMIT, REQUEST_DEADLINE
+from tests.conftest import payload
+from tests.harness import ROOT, bot_env
+
+SECRET = "load-secret"
+DEADLINE = 2.0  # the request deadline these servers run with; the default is REQUEST_DEADLINE
+BODY = json.dumps(payload("github/pull_request.opened"), indent=2).encode()
+
+
+def serve(tmp: Path, redis_url: str, *args: str) -> Iterator[int]:
+    port = free_port()
+    env = bot_env(tmp, redis_url, 'repos: ["*"]\n', GITHUB_WEBHOOK_SECRET=SECRET)
+    log = open(tmp / "serve.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port),
+                                *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, (tmp / "serve.log").read_text()
+                time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+@pytest.fixture
+def port(tmp_path: Path, redis_server, redis) -> Iterator[int]:
+    """One worker with one thread: any client that held it would stop intake."""
+    yield from serve(tmp_path, redis_server.url, "--workers", "1", "--threads", "1",
+                     "--request-timeout", str(DEADLINE))
+
+
+def headers(delivery: str, body: bytes = BODY) -> dict[str, str]:
+    return {"Content-Type": "application/json", "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": signature(SECRET, body)}
+
+
+def deliver(port: int, delivery: str) -> tuple[int, dict, float]:
+    start = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/webhooks/github", body=BODY, headers=headers(delivery))
+    answer = connection.getresponse()
+    status, body = answer.status, json.loads(answer.read())
+    connection.close()
+    return status, body, time.monotonic() - start
+
+
+class Dribbler(threading.Thread):
+    """A client that sends `head`, then the rest of `request` one byte every 0.1 s, and records
+    what the server answers and when the server closed the connection."""
+
+    def __init__(self, port: int, request: bytes, head: int):
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.request, self.head = request, head
+        self.answer, self.closed_after = b"", None
+        self.started = time.monotonic()
+
+    def run(self) -> None:
+        self.sock.sendall(self.request[:self.head])
+        self.sock.settimeout(0.1)
+        for byte in self.request[self.head:]:
+            try:
+                self.sock.send(bytes([byte]))
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            self.answer += data
+            if not data:
+                break
+        self.closed_after = time.monotonic() - self.started
+        self.sock.close()
+
+
+def raw_request(body: bytes = BODY, delivery: str = "dribbled") -> bytes:
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers(delivery, body).items())
+    return f"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode() + body
+
+
+def test_dribbling_clients_hold_no_worker_and_are_cut_off_at_the_deadline(port):
+    request = raw_request()
+    body_at = request.index(b"\r\n\r\n") + 4
+    dribblers = [Dribbler(port, request, head) for head in (0, 10, 40, body_at, body_at + 1000, body_at + 20000)]
+    for dribbler in dribblers:
+        dribbler.start()
+    time.sleep(0.5)  # every dribbler is mid-request
+
+    for n in range(5):
+        status, body, took = deliver(port, f"fast-{n}")
+        assert status == 202 and len(body["queued"]) == 1
+        assert took < 1.0, f"a delivery took {took:.2f} s beside slow clients"
+
+    for dribbler in dribblers:
+        dribbler.join(DEADLINE + 5)
+        assert dribbler.closed_after is not None, "a slow client is still connected"
+        assert DEADLINE - 0.1 <= dribbler.closed_after < DEADLINE + 1.5
+        status_line, _, rest = dribbler.answer.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 408 Request Timeout"
+        assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {
+            "error": f"the request did not arrive within {DEADLINE:g} s"}
+
+
+def test_a_silent_connection_is_closed_at_the_deadline_and_the_default_is_stated(port):
+    assert REQUEST_DEADLINE == 10.0
+    silent = socket.create_connection(("127.0.0.1", port))
+    silent.settimeout(DEADLINE + 5)
+    start = time.monotonic()
+    answer = b""
+    while chunk := silent.recv(65536):
+        answer += chunk
+    assert DEADLINE - 0.1 <= time.monotonic() - start < DEADLINE + 1.5
+    assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+def test_a_kept_alive_connection_serves_one_delivery_after_another_and_pipelined_ones(port):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for n in range(3):
+        connection.request("POST", "/webhooks/github", body=BODY, headers=headers(f"kept-{n}"))
+        answer = connection.getresponse()
+        assert (answer.status, len(json.loads(answer.read())["queued"])) == (202, 1)
+    connection.request("POST", "/webhooks/github", body=BODY, headers=headers("kept-0"))
+    answer = connection.getresponse()
+    assert (answer.status, json.loads(answer.read())) == (200, {"duplicate": True})
+    connection.close()
+
+    pipelined = socket.create_connection(("127.0.0.1", port), timeout=10)
+    pipelined.sendall(raw_request(delivery="piped-1") + raw_request(delivery="piped-2")
+                      + raw_request(delivery="piped-1"))
+    replies = b""
+    while replies.count(b"HTTP/1.1 ") < 3:
+        replies += pipelined.recv(65536)
+    assert re.findall(rb"HTTP/1.1 (\d+) ", replies) == [b"202", b"202", b"200"]
+    pipelined.close()
+
+
+def test_chunked_and_expect_continue_deliveries_are_read_whole(port):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    chunks = (BODY[i:i + 5000] for i in range(0, len(BODY), 5000))
+    connection.request("POST", "/webhooks/github", body=chunks, encode_chunked=True, headers=headers("chunked"))
+    answer = connection.getresponse()
+    assert answer.status == 202, answer.read()
+    connection.close()
+
+    waiting = socket.create_connection(("127.0.0.1", port), timeout=10)
+    request = raw_request(delivery="expects").replace(b"Host: x\r\n", b"Host: x\r\nExpect: 100-continue\r\n")
+    body_at = request.index(b"\r\n\r\n") + 4
+    waiting.sendall(request[:body_at])
+    assert waiting.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    waiting.sendall(request[body_at:])
+    replies = b""
+    while b"queued" not in replies:
+        replies += waiting.recv(65536)
+    assert b" 202 " in replies.partition(b"\r\n")[0]
+    waiting.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_over_the_limit_is_413_and_headers_over_theirs_431(port, chunked):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    size = 25 * 1024 * 1024 + 1000
+    body = (b"x" * 1024 * 1024 for _ in range(size // (1024 * 1024) + 1)) if chunked else b"x" * size
+    connection.request("POST", "/webhooks/github", body=body, encode_chunked=chunked,
+                       headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=00"})
+    answer = connection.getresponse()
+    assert (answer.status, json.loads(answer.read())) == (413, {"error": "body is over 25 MiB"})
+    connection.close()
+
+    crowded = socket.create_connection(("127.0.0.1", port), timeout=10)
+    crowded.sendall(b"POST /webhooks/github HTTP/1.1\r\n" + b"X-Filler: " + b"y" * HEADER_LIMIT + b"\r\n")
+    reply = b""
+    while chunk := crowded.recv(65536):
+        reply += chunk
+    assert reply.startswith(b"HTTP/1.1 431 ") and b'"error":"request headers are over 64 KiB"' in reply
+
+
+def test_serve_with_its_defaults_answers_a_delivery(tmp_path, redis_server, redis):
+    for port in serve(tmp_path, redis_server.url):
+        status, body, _ = deliver(port, "defaults")
+        assert status == 202 and len(body["queued"]) == 1
