@@ -208,10 +208,10 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     findings = reconcile(runtime.current())
     for what, items in (("diff queued", findings.diffs), ("deploy queued", findings.deploys),
-                        ("error", findings.errors)):
+                        ("deploy not queued", findings.not_deployed), ("error", findings.errors)):
         for item in items:
             print(f"{what}: {item}")
-    if not (findings.diffs or findings.deploys or findings.errors):
+    if not (findings.diffs or findings.deploys or findings.not_deployed or findings.errors):
         print("nothing missed")
     return 1 if findings.errors else 0
 

@@ -17,6 +17,8 @@ HISTORY_LIMIT = 100
 RUN_TTL = 30 * 24 * 3600
 """Seconds the record of one commit's deploy is kept, to answer duplicate triggers."""
 FINAL = ("success", "failure", "refused")
+UNFINISHED = ("running", "retrying", "pending")
+"""Run states without an outcome: the next try resumes the run, with its forge deployment."""
 Outcome = Literal["success", "failure", "refused"]
 
 
@@ -65,6 +67,12 @@ class Record:
     deleted: int = 0
     unchanged: int = 0
     error: str | None = None
+    attempt: int = 1
+    """Which try of this commit's deploy this was: a retry after a temporary failure, or after the
+    worker died, is the next. Counts are of all tries so far: an object an earlier try created
+    counts as created."""
+    retried: bool = False
+    """A failed try that is tried again (the cluster was briefly unable to answer)."""
 
     @property
     def ok(self) -> bool:
@@ -90,9 +98,16 @@ class Status:
 class Run:
     """What is known of one commit's deploy to one environment."""
 
-    state: Literal["running", "pending", "success", "failure", "refused"]
+    state: Literal["running", "pending", "retrying", "success", "failure", "refused"]
     record: Record | None = None
+    """The outcome; while `retrying`, the failed try's."""
     deployment_id: str | None = None
+    attempt: int = 0
+    """Tries started so far."""
+    retry_by: str | None = None
+    """While `retrying`: the job that tries again, after its back-off."""
+    deployment_owed: bool = False
+    """The forge was busy when the run started: its deployment is made when the outcome is reported."""
 
     @property
     def final(self) -> bool:
@@ -108,7 +123,10 @@ def _dump(value: Any) -> str:
 
 
 class Lease:
-    """The deploy lock of one environment, held for one commit. A thread renews it until released."""
+    """The deploy lock of one environment, held for one commit. A thread renews it until released.
+
+    Its value is "<fencing token> <sha> <owner>"; the owner is the job that took it.
+    """
 
     def __init__(self, envs: "Environments", env: EnvRef, sha: str, value: str, ttl: float):
         self.envs, self.env, self.sha, self.value, self.ttl = envs, env, sha, value, ttl
@@ -156,6 +174,7 @@ class Environments:
         self._fenced_script = connection.register_script(self._FENCED)
         self._join_script = connection.register_script(self._JOIN)
         self._owed_script = connection.register_script(self._OWED)
+        self._forget_retry_script = connection.register_script(self._FORGET_RETRY)
 
     def key(self, env: EnvRef, *parts: str) -> str:
         return ":".join((self.prefix, env.forge, env.repo, env.name, *parts))
@@ -214,12 +233,15 @@ class Environments:
             self.redis.sadd(self.key(env, "kinds"), *sorted(kinds))
 
     # -- the deploy lock -----------------------------------------------------------------------------
-    # Redis values compare as strings; the lock's value is "<fencing token> <sha>".
+    # Redis values compare as strings; the lock's value is "<fencing token> <sha> <owner>". Its owner
+    # takes it over (a job retried after its worker died): with a new token, so whatever the earlier
+    # holder might still write is refused, as after an expiry.
     _ACQUIRE = """
-    if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-    local token = redis.call('INCR', KEYS[2])
-    redis.call('SET', KEYS[1], token .. ' ' .. ARGV[1], 'PX', ARGV[2])
-    return token .. ' ' .. ARGV[1]
+    local held = redis.call('GET', KEYS[1])
+    if held and string.match(held, '^%S+ %S+ (.+)$') ~= ARGV[3] then return false end
+    local value = redis.call('INCR', KEYS[2]) .. ' ' .. ARGV[1] .. ' ' .. ARGV[3]
+    redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+    return value
     """
     _RENEW = """
     if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -236,17 +258,20 @@ class Environments:
     return 1
     """
 
-    def acquire(self, env: EnvRef, sha: str) -> Lease | None:
-        """The lock, or None while another deploy holds it. It expires unless renewed (`Lease.keep_alive`)."""
+    def acquire(self, env: EnvRef, sha: str, owner: str) -> Lease | None:
+        """The lock, or None while another owner holds it. It expires unless renewed (`Lease.keep_alive`).
+
+        `owner` names who asks (a job's id): one that holds it already, and died, takes it over at once.
+        """
         value = self._acquire_script(keys=[self.key(env, "lock"), self.key(env, "fence")],
-                              args=[sha, int(self.lock_ttl * 1000)])
+                              args=[sha, int(self.lock_ttl * 1000), owner])
         return Lease(self, env, sha, value.decode(), self.lock_ttl) if value else None
 
     @contextmanager
-    def deploy_lock(self, env: EnvRef, sha: str, wait: float) -> Iterator[Lease]:
+    def deploy_lock(self, env: EnvRef, sha: str, wait: float, owner: str) -> Iterator[Lease]:
         """Hold the environment's deploy lock, renewed, waiting up to `wait` seconds for it."""
         deadline = time.monotonic() + wait
-        while (lease := self.acquire(env, sha)) is None:
+        while (lease := self.acquire(env, sha, owner)) is None:
             if time.monotonic() >= deadline:
                 raise LockBusy(f"environment {env.name} is still being deployed after {wait:g} s")
             time.sleep(0.2)
@@ -269,41 +294,83 @@ class Environments:
     end
     local state = redis.call('HGET', KEYS[1], 'state')
     if state == 'success' or state == 'failure' or state == 'refused' then return 'done' end
-    if state == 'running' and redis.call('GET', KEYS[3]) == redis.call('HGET', KEYS[1], 'lock') then
+    local held = redis.call('GET', KEYS[3])
+    if state == 'running' and held and held == redis.call('HGET', KEYS[1], 'lock') then
+      if string.match(held, '^%S+ %S+ (.+)$') == ARGV[3] then return 'new' end
       return 'joined'
     end
+    local by = redis.call('HGET', KEYS[1], 'retry_by')
+    if state == 'retrying' and by and by ~= ARGV[3] then return 'joined' end
     return 'new'
     """
 
-    def join(self, env: EnvRef, sha: str, reply_to: int | None = None) -> Literal["new", "joined", "done"]:
-        """Ask for a deploy of `sha`, to be reported on pull request `reply_to`.
+    def join(self, env: EnvRef, sha: str, reply_to: int | None = None,
+             owner: str = "") -> Literal["new", "joined", "done"]:
+        """Ask, as `owner` (a job's id), for a deploy of `sha`, to be reported on pull request `reply_to`.
 
-        `done`: it was deployed (report the record); `joined`: a live deploy is running it and will
-        reply to `reply_to` too; `new`: take the lock and `start` it.
+        `done`: it was deployed (report the record); `joined`: a live deploy is running it, or a
+        retry is scheduled for it, and will reply to `reply_to` too; `new`: take the lock and `start`
+        it. A deploy whose own job (retried after its worker died, or after a temporary failure) asks
+        again is `new`: that job resumes it.
         """
         return self._join_script(keys=[self.key(env, "run", sha), self.key(env, "run", sha, "replies"),
                                 self.key(env, "lock")],
-                          args=[reply_to or "", RUN_TTL]).decode()
+                          args=[reply_to or "", RUN_TTL, owner]).decode()
 
     def run(self, env: EnvRef, sha: str) -> Run | None:
         raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(self.key(env, "run", sha)).items()}
         if not raw:
             return None
         record = Record(**json.loads(raw["record"])) if "record" in raw else None
-        return Run(raw["state"], record, raw.get("deployment"))  # type: ignore[arg-type]
+        return Run(raw["state"], record, raw.get("deployment"), int(raw.get("attempt", 0)),  # type: ignore[arg-type]
+                   raw.get("retry_by"), "deployment_owed" in raw)
 
-    def start(self, lease: Lease, force: bool = False) -> bool:
-        """Mark the lease's commit as deploying. False if it was deployed meanwhile (unless `force`)."""
+    def start(self, lease: Lease, force: bool = False) -> int:
+        """Mark the lease's commit as deploying: the number of this try, or 0 if the commit was
+        deployed meanwhile (unless `force`).
+
+        A run an earlier try left unfinished (its worker died, it awaits its retry, or it was held) is
+        resumed: it keeps its forge deployment and what earlier tries planned (`planned`).
+        """
         current = self.run(lease.env, lease.sha)
         if current and current.final and not force:
-            return False
+            return 0
         run = self.key(lease.env, "run", lease.sha)
-        return self._write(lease, [["DEL", run], ["HSET", run, "state", "running", "lock", lease.value],
-                                   ["EXPIRE", run, RUN_TTL]])
+        resumed = current is not None and current.state in UNFINISHED
+        # A try that found the environment held (`defer`) did nothing: the next one takes its number.
+        attempt = max(current.attempt + (current.state != "pending"), 1) if resumed else 1
+        fresh = [] if resumed else [["DEL", run], ["DEL", self.key(lease.env, "run", lease.sha, "planned")]]
+        started = self._write(lease, [*fresh, ["HSET", run, "state", "running", "lock", lease.value, "attempt", attempt],
+                                      ["HDEL", run, "retry_by"], ["EXPIRE", run, RUN_TTL]])
+        return attempt if started else 0
 
     def set_deployment(self, lease: Lease, deployment_id: str) -> None:
         """The forge's deployment for this run, to finish when the result is known."""
         self._write(lease, [["HSET", self.key(lease.env, "run", lease.sha), "deployment", deployment_id]])
+
+    def owe_deployment(self, lease: Lease) -> None:
+        """The forge was busy when this run started: make its deployment when the outcome is reported."""
+        self._write(lease, [["HSET", self.key(lease.env, "run", lease.sha), "deployment_owed", 1]])
+
+    def paid_deployment(self, env: EnvRef, sha: str, deployment_id: str) -> None:
+        """The owed deployment, made by whoever holds the report's claim (`claim_report`)."""
+        run = self.key(env, "run", sha)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(run, "deployment", deployment_id)
+            pipe.hdel(run, "deployment_owed")
+            pipe.execute()
+
+    def plan(self, lease: Lease, actions: dict[str, str]) -> None:
+        """What this try is about to do, object by object (`ObjectKey` text: create, change or delete).
+        An object an earlier try of the run planned keeps that try's word."""
+        if actions:
+            planned = self.key(lease.env, "run", lease.sha, "planned")
+            self._write(lease, [*(["HSETNX", planned, key, op] for key, op in sorted(actions.items())),
+                                ["EXPIRE", planned, RUN_TTL]])
+
+    def planned(self, env: EnvRef, sha: str) -> dict[str, str]:
+        """What the tries of one commit's deploy planned so far (see `plan`)."""
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(self.key(env, "run", sha, "planned")).items()}
 
     def defer(self, lease: Lease, actor: str) -> bool:
         """Record the lease's commit as the environment's pending one (it is held)."""
@@ -317,13 +384,35 @@ class Environments:
 
         False, and nothing written, if the lease was lost.
         """
-        run, history, entry = self.key(lease.env, "run", lease.sha), self.key(lease.env, "history"), _dump(record)
-        commands = [["HSET", run, "state", record.result, "record", entry],
-                    ["LPUSH", history, entry], ["LTRIM", history, 0, HISTORY_LIMIT - 1],
-                    ["SADD", self._known_key, _dump(lease.env)]]
+        commands = [["HSET", self.key(lease.env, "run", lease.sha), "state", record.result, "record", _dump(record)],
+                    *self._history(lease.env, record)]
         if record.ok:
-            commands.append(["SET", self.key(lease.env, "deployed"), entry])
+            commands.append(["SET", self.key(lease.env, "deployed"), _dump(record)])
         return self._write(lease, commands)
+
+    def retry_later(self, lease: Lease, record: Record, by: str) -> bool:
+        """Record a failed try that job `by` tries again: in the history, but not as the run's outcome.
+
+        False, and nothing written, if the lease was lost.
+        """
+        run = self.key(lease.env, "run", lease.sha)
+        return self._write(lease, [["HSET", run, "state", "retrying", "record", _dump(record), "retry_by", by],
+                                   *self._history(lease.env, record)])
+
+    def forget_retry(self, env: EnvRef, sha: str, by: str) -> bool:
+        """Job `by` will not try the run again after all (it is gone): the next deploy of `sha` does.
+        False when the run awaits no retry by `by`."""
+        return bool(self._forget_retry_script(keys=[self.key(env, "run", sha)], args=[by]))
+
+    _FORGET_RETRY = """
+    if redis.call('HGET', KEYS[1], 'retry_by') ~= ARGV[1] then return 0 end
+    return redis.call('HDEL', KEYS[1], 'retry_by')
+    """
+
+    def _history(self, env: EnvRef, record: Record) -> list[list[Any]]:
+        history = self.key(env, "history")
+        return [["LPUSH", history, _dump(record)], ["LTRIM", history, 0, HISTORY_LIMIT - 1],
+                ["SADD", self._known_key, _dump(env)]]
 
     # -- reporting it, each part once ----------------------------------------------------------------
     def claim_report(self, env: EnvRef, sha: str) -> bool:

@@ -6,8 +6,8 @@ import logging
 import time
 import uuid
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Iterator, Mapping
 
 from redis.exceptions import LockError
 from rq import get_current_job
@@ -152,6 +152,10 @@ def run_commands(repo: dict[str, Any], number: int, comment_id: int, body: str, 
 
 LOCK_WAIT = 300.0
 """Seconds, beyond the rollout time-out, a deploy waits for another deploy of the same environment."""
+DEPLOY_TRIES = 4
+"""Tries of one commit's deploy to one environment when the cluster is briefly unable to answer (a
+429 or 5xx, a refused or timed-out connection): the first and the job's three retries, after its
+back-off of 5 s, 30 s and 2 min (`bot.queue`)."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,9 @@ class Target:
     sha: str
     actor: str
     pull: int | None = None
+    tip: str | None = None
+    """The branch's tip when the deploy was asked for. Only a deploy of the tip is tried again after
+    a temporary failure: an older commit would be refused once the newer one is deployed."""
 
     @property
     def ref(self) -> EnvRef:
@@ -178,6 +185,8 @@ def deploy_push(repo: dict[str, Any], branch: str, sha: str, actor: str, pull: i
     An empty `sha` means the branch's tip. What deploys where is read from `.gitops.yaml` on the
     repository's default branch, as the forge names it now: a push to any other branch can never
     declare itself an environment. Only a commit on the branch's current history deploys.
+    An environment whose deploy failed on a temporary cluster error makes the job try again, after
+    the others are done.
     """
     rt = runtime.current()
     source = repo_from_plain(repo)
@@ -202,7 +211,12 @@ def deploy_push(repo: dict[str, Any], branch: str, sha: str, actor: str, pull: i
                                  f"❌ **Deploy of `{sha[:7]}` skipped:** `.gitops.yaml` on `{default}`: {err}\n")
         return {"error": str(err)}
     envs = [e for e in config.for_branch(branch) if e.cluster and environment in (None, e.name)]
-    return {e.name: deploy_environment(rt, Target(source, e, sha, actor, pull), mirror, forge) for e in envs}
+    outcomes = {e.name: deploy_environment(rt, Target(source, e, sha, actor, pull, tip), mirror, forge) for e in envs}
+    retrying = [name for name, outcome in outcomes.items() if outcome["state"] == "retrying"]
+    if retrying:
+        raise TemporaryError(f"the deploy of {sha[:7]} to {', '.join(retrying)} met a temporary cluster error; "
+                             "it is tried again")
+    return outcomes
 
 
 def deploy_environment(rt: runtime.Runtime, target: Target, mirror: Mirror, forge: Forge | None, *,
@@ -211,25 +225,38 @@ def deploy_environment(rt: runtime.Runtime, target: Target, mirror: Mirror, forg
 
     A second request for the same commit (a merge and its push, or a retried job) does not deploy
     again: it is answered with the recorded result. `force` deploys regardless (`gitops-bot deploy`).
+    A deploy left unfinished (its worker died, or it met a temporary cluster error) is resumed by
+    the next request, which finishes the same forge deployment; the job that left it takes its lock
+    over at once.
     """
     state = Environments(rt.store.redis, rt.settings.name)
-    joined = "new" if force else state.join(target.ref, target.sha, target.pull)
+    owner = _owner()
+    joined = "new" if force else state.join(target.ref, target.sha, target.pull, owner)
     if joined == "joined":
-        return {"state": "joined"}  # the deploy under way replies on this pull request too
+        return {"state": "joined"}  # the deploy under way, or its retry, replies on this pull request too
     if joined == "new":
-        with state.deploy_lock(target.ref, target.sha, wait=rt.server.rollout_timeout + LOCK_WAIT) as lease:
-            if state.start(lease, force):
-                _deploy_locked(rt, state, lease, target, mirror, forge)
+        with state.deploy_lock(target.ref, target.sha, wait=rt.server.rollout_timeout + LOCK_WAIT,
+                               owner=owner) as lease:
+            attempt = state.start(lease, force)
+            if attempt:
+                _deploy_locked(rt, state, lease, target, mirror, forge, attempt)
     return _report(rt, state, target, forge)
 
 
+def _owner() -> str:
+    """Who takes an environment's lock: the RQ job, whose retry after its worker died takes it over at
+    once, as `_comment_lock` does; a deploy by hand is an owner of its own."""
+    job = get_current_job()
+    return job.id if job else uuid.uuid4().hex
+
+
 def _deploy_locked(rt: runtime.Runtime, state: Environments, lease: Lease, target: Target, mirror: Mirror,
-                   forge: Forge | None) -> None:
+                   forge: Forge | None, attempt: int) -> None:
     ref, started = target.ref, time.time()
     fleet = FleetMetrics(rt.store.redis, rt.store.prefix)
     refusal = rt.server.refusal(target.repo.full_name, target.env)
     if refusal:
-        state.finish(lease, Record(target.sha, target.actor, started, "refused", error=refusal))
+        state.finish(lease, Record(target.sha, target.actor, started, "refused", error=refusal, attempt=attempt))
         fleet.deploy(target.env.name, "refused")
         return
     hold = state.hold(ref)
@@ -242,47 +269,101 @@ def _deploy_locked(rt: runtime.Runtime, state: Environments, lease: Lease, targe
     deployed = state.deployed(ref)
     if deployed and deployed.sha != target.sha and mirror.merge_base(target.sha, deployed.sha) == target.sha:
         error = f"`{target.sha[:7]}` is older than the deployed `{deployed.sha[:7]}`"
-        state.finish(lease, Record(target.sha, target.actor, started, "refused", error=error))
+        state.finish(lease, Record(target.sha, target.actor, started, "refused", error=error, attempt=attempt))
         fleet.deploy(target.env.name, "refused")
         return
-    deployment_id = _start_deployment(forge, target) if forge else None
-    if deployment_id:
-        state.set_deployment(lease, deployment_id)
-    result = _apply_commit(rt, state, lease, target, mirror)
-    finished = state.finish(lease, Record(
-        target.sha, target.actor, started, "failure" if result.error else "success", round(result.duration, 3),
-        **result.counts, error=result.error))
-    fleet.deploy(target.env.name, "failure" if result.error else "success")
-    log.info("deploy finished", extra={"environment": target.env.name, "sha": target.sha, "error": result.error,
-                                       "recorded": finished, "counts": result.counts})
+    if forge:
+        _start_deployment(state, lease, forge, target)
+    earlier = state.planned(ref, target.sha)
+    result, plan = _apply_commit(rt, state, lease, target, mirror)
+    record = Record(target.sha, target.actor, started, "failure" if result.error else "success",
+                    round(result.duration, 3), **counts_over_tries(earlier, plan, result), error=result.error,
+                    attempt=attempt)
+    retry_by = _retry_by(result, target, attempt)
+    if retry_by:
+        recorded = state.retry_later(lease, replace(record, retried=True), retry_by)
+    else:
+        recorded = state.finish(lease, record)
+    fleet.deploy(target.env.name, "retried" if retry_by else record.result)
+    log.info("deploy retried later" if retry_by else "deploy finished", extra={
+        "environment": target.env.name, "sha": target.sha, "error": result.error, "attempt": attempt,
+        "recorded": recorded, "counts": record.counts})
+
+
+def _retry_by(result: deploy.Result, target: Target, attempt: int) -> str | None:
+    """The job that tries a failed deploy again, if one should: after a temporary cluster error, of the
+    branch's tip, within `DEPLOY_TRIES`, by this job while it has a retry left."""
+    if not (result.error and result.temporary and target.sha == target.tip and attempt < DEPLOY_TRIES):
+        return None
+    job = get_current_job()
+    return job.id if job is not None and job.retries_left else None
+
+
+_COUNTED = {"create": "created", "change": "changed", "delete": "deleted"}
+
+
+def counts_over_tries(earlier: Mapping[str, str], plan: deploy.Plan | None, result: deploy.Result) -> dict[str, int]:
+    """What one commit's deploy did over all its tries. An action an earlier try planned (`earlier`,
+    `ObjectKey` text to op) that this try's `plan` finds done (the object as rendered, or gone)
+    counts as that try's, not as unchanged. A try that failed before it could plan cannot tell what
+    the earlier ones did, and counts only itself."""
+    counts = dict(result.counts)
+    if plan is None:
+        return counts
+    again, unchanged = {str(a.key) for a in plan.actions}, {str(key) for key in plan.unchanged}
+    for key, op in earlier.items():
+        if key not in again:
+            counts[_COUNTED[op]] += 1
+            counts["unchanged"] -= key in unchanged
+    return counts
 
 
 def _apply_commit(rt: runtime.Runtime, state: Environments, lease: Lease, target: Target,
-                  mirror: Mirror) -> deploy.Result:
+                  mirror: Mirror) -> tuple[deploy.Result, deploy.Plan | None]:
+    """Deploy the commit; its result, and its plan once made (recorded before anything is applied)."""
     cluster = rt.server.clusters.get(target.env.cluster or "")
     if cluster is None:
-        return deploy.Result(error=f"cluster {target.env.cluster!r} is not in the server config")
-    ref = target.ref
+        return deploy.Result(error=f"cluster {target.env.cluster!r} is not in the server config"), None
+    ref, plans = target.ref, []
+
+    def on_plan(plan: deploy.Plan) -> None:
+        plans.append(plan)
+        state.add_applied_kinds(ref, plan.kinds)
+        state.plan(lease, {str(action.key): action.op for action in plan.actions})
+
     try:
-        return deploy.run(
+        result = deploy.run(
             mirror.snapshot(target.sha), target.env, cluster,
             deploy.Inventory.of(rt.settings.name, ref.forge, ref.repo, ref.name),
             known_kinds=state.applied_kinds(ref),
             options=deploy.Options(rt.server.rollout_timeout, rt.server.render_timeout,
                                    render_sandbox=rt.server.render_sandbox),
-            on_plan=lambda plan: state.add_applied_kinds(ref, plan.kinds), check=lease.problem)
+            on_plan=on_plan, check=lease.problem)
     except Exception as err:  # a bug must still end as a failed deploy, with the lock released
         log.exception("deploy crashed", extra={"environment": target.env.name, "sha": target.sha})
-        return deploy.Result(error=f"internal error ({type(err).__name__}); the worker's log has the details")
+        result = deploy.Result(error=f"internal error ({type(err).__name__}); the worker's log has the details")
+    return result, plans[0] if plans else None
 
 
-def _start_deployment(forge: Forge, target: Target) -> str | None:
+def _start_deployment(state: Environments, lease: Lease, forge: Forge, target: Target) -> None:
+    """Make the forge's deployment of this run, unless an earlier try made it: its retry finishes that
+    one. A busy forge (a rate limit, a 5xx) is not waited for under the lock: `_report` makes it."""
+    run = state.run(target.ref, target.sha)
+    if run is not None and (run.deployment_id or run.deployment_owed):
+        return
     try:
-        return forge.create_deployment(target.repo.full_name, target.env.name, target.sha, target.env.branch,
-                                       f"{target.sha[:7]} to {target.env.name}")
+        state.set_deployment(lease, _create_deployment(forge, target))
+    except TemporaryError as err:
+        log.warning("forge deployment postponed to the report", extra={"environment": target.env.name,
+                                                                       "error": str(err)})
+        state.owe_deployment(lease)
     except Exception:  # the forge's view of a deploy must never stop the deploy itself
         log.warning("forge deployment not created", exc_info=True, extra={"environment": target.env.name})
-        return None
+
+
+def _create_deployment(forge: Forge, target: Target) -> str:
+    return forge.create_deployment(target.repo.full_name, target.env.name, target.sha, target.env.branch,
+                                   f"{target.sha[:7]} to {target.env.name}")
 
 
 def _report(rt: runtime.Runtime, state: Environments, target: Target, forge: Forge | None) -> dict[str, Any]:
@@ -293,10 +374,12 @@ def _report(rt: runtime.Runtime, state: Environments, target: Target, forge: For
         return {"state": run.state if run else "unknown"}
     record = run.record
     if forge is not None:
-        if run.deployment_id and state.claim_report(ref, sha):
+        if (run.deployment_id or run.deployment_owed) and state.claim_report(ref, sha):
             try:
-                forge.update_deployment(ref.repo, ref.name, run.deployment_id, "success" if record.ok else "failure",
-                                        deploy_report.summary(record))
+                deployment_id = run.deployment_id or _owed_deployment(state, forge, target)
+                if deployment_id:
+                    forge.update_deployment(ref.repo, ref.name, deployment_id, "success" if record.ok else "failure",
+                                            deploy_report.summary(record))
             except Exception:
                 state.unclaim_report(ref, sha)  # a retry of the job reports it
                 raise
@@ -309,3 +392,17 @@ def _report(rt: runtime.Runtime, state: Environments, target: Target, forge: For
                     state.unclaim_reply(ref, sha, unsent)
                 raise
     return {"state": record.result, **asdict(record)}
+
+
+def _owed_deployment(state: Environments, forge: Forge, target: Target) -> str | None:
+    """The forge deployment the forge was too busy to make when the deploy started, made now. Busy
+    still, the job tries again when the forge says; refused, the deploy goes without one."""
+    try:
+        deployment_id = _create_deployment(forge, target)
+    except TemporaryError:
+        raise
+    except Exception:
+        log.warning("forge deployment not created", exc_info=True, extra={"environment": target.env.name})
+        return None
+    state.paid_deployment(target.ref, target.sha, deployment_id)
+    return deployment_id

@@ -2,6 +2,7 @@
 
 GitHub never redelivers a failed webhook on its own, and GitLab gives up on a failing hook, so
 this runs periodically (each worker keeps one run scheduled) and on demand (`gitops-bot reconcile`).
+What it queues is work that will really be done; what it leaves, it says why.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
 from bot import runtime
 from bot.config import ConfigError
-from bot.environments import EnvRef, Environments
+from bot.environments import EnvRef, Environments, Run
 from bot.events import PullRequestEvent, Repo
 from bot.forges.base import Forge
 from bot.gitrepo import GitError
@@ -29,6 +33,8 @@ class Findings:
 
     diffs: list[str] = field(default_factory=list)
     deploys: list[str] = field(default_factory=list)
+    not_deployed: list[str] = field(default_factory=list)
+    """Environments behind their branch that no deploy was queued for, each with the reason."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -82,14 +88,57 @@ def _missing_deploys(rt: runtime.Runtime, forge: Forge, repo: Repo, url: str, fi
         for env in config.for_branch(branch):
             if env.cluster is None:
                 continue
-            status = envs.status(EnvRef(repo.forge, repo.full_name, env.name))
+            ref = EnvRef(repo.forge, repo.full_name, env.name)
+            status = envs.status(ref)
             done = status.deployed.sha if status.deployed else None
             if status.hold or head in (done, status.deploying, status.pending.sha if status.pending else None):
                 continue
+            what = f"{repo.full_name} {env.name} at {head[:7]}"
+            run = envs.run(ref, head)
+            why_not = _why_not_redeployed(rt, envs, ref, head, run)
+            if why_not:
+                findings.not_deployed.append(f"{what}: {why_not}")
+                continue
+            # One delivery per try: a deploy left unfinished is queued again when a try has passed.
+            delivery = f"reconcile:deploy:{repo.full_name}:{env.name}:{head}" + (f":{run.attempt}" if run else "")
             job = deploy_job(repo, branch, head, "reconcile", environment=env.name)
-            delivery = f"reconcile:deploy:{repo.full_name}:{env.name}:{head}"
             if rt.store.queue_once(repo, delivery, job, "reconcile"):
-                findings.deploys.append(f"{repo.full_name} {env.name} at {head[:7]}")
+                findings.deploys.append(what)
+
+
+LIVE_JOB = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED)
+
+
+def _why_not_redeployed(rt: runtime.Runtime, envs: Environments, ref: EnvRef, head: str,
+                        run: Run | None) -> str | None:
+    """Why a deploy of the branch's head is not queued, in words; None when one should be.
+
+    A deploy that ended is not tried again: a failure the cluster meant (or one that used up its
+    tries) waits for a new commit or `gitops-bot deploy`. A failure awaiting its retry is left to that
+    retry while its job lives. A deploy left unfinished (its worker died) is queued: it resumes.
+    """
+    if run is None:
+        return None
+    by_hand = f"a new commit, or `gitops-bot deploy --env {ref.name}`, deploys it again"
+    record = run.record
+    if run.state == "refused" and record:
+        return f"its deploy was refused: {record.error}; {by_hand}"
+    if run.state == "failure" and record:
+        tries = f" after {record.attempt} tries" if record.attempt > 1 else ""
+        return f"its deploy failed{tries}: {record.error}; {by_hand}"
+    if run.state == "retrying" and run.retry_by:
+        if _job_lives(rt, run.retry_by):
+            error = f": {record.error}" if record else ""
+            return f"try {run.attempt} failed{error}; its retry is scheduled"
+        envs.forget_retry(ref, head, run.retry_by)  # its job is gone: the deploy queued now tries again
+    return None
+
+
+def _job_lives(rt: runtime.Runtime, job_id: str) -> bool:
+    try:
+        return Job.fetch(job_id, connection=rt.store.redis).get_status(refresh=False) in LIVE_JOB
+    except NoSuchJobError:
+        return False
 
 
 # -- the periodic run --------------------------------------------------------------------------
@@ -111,9 +160,10 @@ def run_periodically(interval: float) -> dict[str, list[str]]:
     rt = runtime.current()
     try:
         findings = reconcile(rt)
-        log.info("reconciled", extra={"diffs": findings.diffs, "deploys": findings.deploys,
-                                      "errors": findings.errors})
-        return {"diffs": findings.diffs, "deploys": findings.deploys, "errors": findings.errors}
+        result = {"diffs": findings.diffs, "deploys": findings.deploys, "not_deployed": findings.not_deployed,
+                  "errors": findings.errors}
+        log.info("reconciled", extra=result)
+        return result
     finally:
         rt.store.redis.delete(f"{rt.store.prefix}:reconcile:scheduled")
         schedule(rt.store, interval)

@@ -14,8 +14,8 @@ from bot.events import Repo
 from bot.queue import Plan
 from bot.reconcile import schedule
 from tests.fakes.github_api import FakeGitHub
-from tests.fakes.http import RecordingServer
-from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.http import RecordingServer, Reply
+from tests.fakes.kube_api import FakeKubeAPI, status_body
 from tests.harness import BASE_FILES, HEAD_CHANGES, ROOT, Bot, PullRequestScenario, bot_env
 
 REPO, SECRET = "acme/infra", "reconcile-secret"
@@ -117,3 +117,53 @@ def test_a_branch_naming_itself_an_environment_is_not_caught_up(setup):
     assert reconcile(bot) == "nothing missed\n"  # main's .gitops.yaml gives `preview` no cluster
     bot.work()
     assert kube.writes() == []
+
+
+# -- a deploy of the head that failed: reconcile's words match what it does ---------------------------
+
+ENV_FILES = {CONFIG: "environments:\n  staging: {branch: main, path: apps, cluster: staging, namespace: shop}\n",
+             "apps/namespace.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n", **BASE_FILES}
+SETTINGS = r"/namespaces/shop/configmaps/settings$"
+
+
+def known_repository_with_a_lost_push(bot: Bot, github: FakeGitHub, remote) -> str:
+    pr = PullRequestScenario(remote, github, bot, REPO, SECRET, number=1)
+    pr.deliver(pr.event("opened", pr.push_head(HEAD_CHANGES)))  # makes the repository known
+    bot.work()
+    return remote.commit("main", ENV_FILES, "a push whose webhook was lost")
+
+
+def test_a_head_whose_deploy_failed_as_the_cluster_meant_is_not_queued_and_reconcile_says_why(setup):
+    bot, github, kube, remote = setup
+    head = known_repository_with_a_lost_push(bot, github, remote)
+    kube.fail("PATCH", SETTINGS, Reply(422, status_body(422, "Invalid", "data: Invalid value")), times=1_000)
+    assert reconcile(bot) == f"deploy queued: {REPO} staging at {head[:7]}\n"
+    bot.work()
+
+    assert reconcile(bot) == (
+        f"deploy not queued: {REPO} staging at {head[:7]}: its deploy failed: apply ConfigMap shop/settings: "
+        "Invalid (422); a new commit, or `gitops-bot deploy --env staging`, deploys it again\n")
+    assert bot.queued() == 0
+
+
+def test_a_head_awaiting_its_retry_is_left_to_it_and_one_whose_retry_is_gone_is_queued_for_real(setup, redis):
+    bot, github, kube, remote = setup
+    head = known_repository_with_a_lost_push(bot, github, remote)
+    kube.inject("PATCH", SETTINGS, 503, times=1_000)
+    assert reconcile(bot) == f"deploy queued: {REPO} staging at {head[:7]}\n"
+    bot.work()
+
+    env = EnvRef("github", REPO, "staging")
+    retry = Environments(redis, "gitops-bot").run(env, head).retry_by
+    assert bot.job(retry).get_status() == "scheduled"
+    assert reconcile(bot) == (f"deploy not queued: {REPO} staging at {head[:7]}: try 1 failed: apply ConfigMap "
+                              "shop/settings: ServiceUnavailable (503); its retry is scheduled\n")
+    assert bot.queued() == 0
+
+    bot.job(retry).delete()  # lost, as if the queue's data were
+    kube.clear_faults()
+    assert reconcile(bot) == f"deploy queued: {REPO} staging at {head[:7]}\n"
+    bot.work()
+    deployed = Environments(redis, "gitops-bot").deployed(env)
+    assert (deployed.sha, deployed.attempt, deployed.created) == (head, 2, 4)  # the Namespace and Secret by try 1
+    assert reconcile(bot) == "nothing missed\n"
