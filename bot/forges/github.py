@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import github
 import requests
@@ -52,7 +52,22 @@ def parse_webhook(headers: Mapping[str, str], body: bytes, secret: str | None) -
         raise WebhookError(400, "missing X-GitHub-Event header")
     verify(headers, body, secret)
     delivery_id = headers.get("x-github-delivery") or "sha256:" + hashlib.sha256(body).hexdigest()
-    return Delivery(FORGE, event_name, delivery_id, parse_event(event_name, parse_json_object(body)))
+    return Delivery(FORGE, event_name, delivery_id, parse_event(event_name, parse_json_object(_json(headers, body))))
+
+
+def _json(headers: Mapping[str, str], body: bytes) -> bytes:
+    """The delivery's JSON: the body, or with the `form` content type (GitHub's default), the
+    body's `payload` field. The signature covers the body as sent, so this comes after it."""
+    if headers.get("content-type", "").partition(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+        return body
+    try:
+        fields = parse_qs(body.decode("ascii"), keep_blank_values=True, strict_parsing=True, errors="strict",
+                          max_num_fields=20)
+    except ValueError:  # UnicodeError included
+        raise WebhookError(400, "form body is not URL-encoded UTF-8") from None
+    if len(fields.get("payload", ())) != 1:
+        raise WebhookError(400, "form body lacks its payload field")
+    return fields["payload"][0].encode()
 
 
 def parse_event(name: str, payload: dict[str, Any]) -> Event:
