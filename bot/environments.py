@@ -17,6 +17,10 @@ HISTORY_LIMIT = 100
 RUN_TTL = 30 * 24 * 3600
 """Seconds the record of one commit's deploy is kept, to answer duplicate triggers."""
 FINAL = ("success", "failure", "refused")
+DEPLOY_TRIES = 4
+"""Tries of one commit's deploy to one environment when the cluster is briefly unable to answer (a
+429 or 5xx, a refused or timed-out connection) or its worker dies: the first and its job's three
+retries, after the job's back-off of 5 s, 30 s and 2 min (`bot.queue`)."""
 UNFINISHED = ("running", "retrying", "pending")
 """Run states without an outcome: the next try resumes the run, with its forge deployment."""
 Outcome = Literal["success", "failure", "refused"]

@@ -19,7 +19,7 @@ from bot.errors import TemporaryError
 from bot.retries import retried_as_the_error_says
 from bot.config import ConfigError, Environment
 from bot.diff import DiffReport
-from bot.environments import EnvRef, Environments, Lease, Record
+from bot.environments import DEPLOY_TRIES, EnvRef, Environments, Lease, Record
 from bot.events import PullRequest, Repo, pull_from_plain, repo_from_plain
 from bot.forges.base import Forge, StatusState
 from bot.gitrepo import GitError, Mirror
@@ -152,10 +152,6 @@ def run_commands(repo: dict[str, Any], number: int, comment_id: int, body: str, 
 
 LOCK_WAIT = 300.0
 """Seconds, beyond the rollout time-out, a deploy waits for another deploy of the same environment."""
-DEPLOY_TRIES = 4
-"""Tries of one commit's deploy to one environment when the cluster is briefly unable to answer (a
-429 or 5xx, a refused or timed-out connection): the first and the job's three retries, after its
-back-off of 5 s, 30 s and 2 min (`bot.queue`)."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from rq.job import Job, JobStatus
 
 from bot import runtime
 from bot.config import ConfigError
-from bot.environments import EnvRef, Environments, Run
+from bot.environments import DEPLOY_TRIES, EnvRef, Environments, Run
 from bot.events import PullRequestEvent, Repo
 from bot.forges.base import Forge
 from bot.gitrepo import GitError
@@ -115,7 +115,8 @@ def _why_not_redeployed(rt: runtime.Runtime, envs: Environments, ref: EnvRef, he
 
     A deploy that ended is not tried again: a failure the cluster meant (or one that used up its
     tries) waits for a new commit or `gitops-bot deploy`. A failure awaiting its retry is left to that
-    retry while its job lives. A deploy left unfinished (its worker died) is queued: it resumes.
+    retry while its job lives. A deploy left unfinished (its worker died) is queued, and resumes,
+    within `DEPLOY_TRIES`.
     """
     if run is None:
         return None
@@ -126,6 +127,8 @@ def _why_not_redeployed(rt: runtime.Runtime, envs: Environments, ref: EnvRef, he
     if run.state == "failure" and record:
         tries = f" after {record.attempt} tries" if record.attempt > 1 else ""
         return f"its deploy failed{tries}: {record.error}; {by_hand}"
+    if run.state == "running" and run.attempt >= DEPLOY_TRIES:
+        return f"its deploy was cut short {run.attempt} times (its worker stopped); {by_hand}"
     if run.state == "retrying" and run.retry_by:
         if _job_lives(rt, run.retry_by):
             error = f": {record.error}" if record else ""

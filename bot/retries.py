@@ -8,6 +8,7 @@ import math
 from typing import Any, Callable, TypeVar
 
 from rq import get_current_job
+from rq.job import Job
 
 from bot.config import ConfigError
 from bot.errors import PermanentError, TemporaryError
@@ -31,7 +32,7 @@ def retried_as_the_error_says(job_function: F) -> F:
             return job_function(*args, **kwargs)
         except TemporaryError as err:
             if job is not None and err.delay is not None and job.retries_left:
-                job.retry_intervals = [min(max(math.ceil(err.delay), 1), MAX_WAIT)]
+                _wait_this_once(job, min(max(math.ceil(err.delay), 1), MAX_WAIT))
             log.warning("temporary failure; the job will be retried" if job and job.retries_left else
                         "temporary failure; no retries left", extra={"error": str(err), "retry_after": err.delay})
             raise
@@ -41,3 +42,13 @@ def retried_as_the_error_says(job_function: F) -> F:
             log.error("permanent failure; the job is not retried", extra={"error": str(err)})
             raise PermanentError(str(err)) from None
     return run  # type: ignore[return-value]
+
+
+def _wait_this_once(job: Job, seconds: int) -> None:
+    """The coming retry waits `seconds`; later ones keep the job's back-off. RQ takes interval
+    `len(intervals) - retries_left`, and the first for retries beyond the list."""
+    intervals = list(job.retry_intervals or [0])
+    if len(intervals) < job.retries_left:
+        intervals = [intervals[0]] * (job.retries_left - len(intervals)) + intervals
+    intervals[len(intervals) - job.retries_left] = seconds
+    job.retry_intervals = intervals

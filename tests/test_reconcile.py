@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,27 @@ def test_a_head_awaiting_its_retry_is_left_to_it_and_one_whose_retry_is_gone_is_
     deployed = Environments(redis, "gitops-bot").deployed(env)
     assert (deployed.sha, deployed.attempt, deployed.created) == (head, 2, 4)  # the Namespace and Secret by try 1
     assert reconcile(bot) == "nothing missed\n"
+
+
+def cut_short(redis, head: str, times: int) -> None:
+    """Tries of `head` whose workers died mid-deploy, their locks since expired."""
+    envs = Environments(redis, "gitops-bot", lock_ttl=0.1)
+    for i in range(times):
+        assert envs.start(envs.acquire(EnvRef("github", REPO, "staging"), head, f"killed-{i}")) == i + 1
+        time.sleep(0.2)
+
+
+def test_a_head_whose_deploy_was_cut_short_is_queued_to_resume_until_its_tries_are_spent(setup, redis):
+    bot, github, kube, remote = setup
+    head = known_repository_with_a_lost_push(bot, github, remote)
+    cut_short(redis, head, 1)
+    assert reconcile(bot) == f"deploy queued: {REPO} staging at {head[:7]}\n"
+    bot.work()
+    assert Environments(redis, "gitops-bot").deployed(EnvRef("github", REPO, "staging")).attempt == 2
+
+    head = remote.commit("main", {"apps/config.yaml": BASE_FILES["apps/config.yaml"].replace("fast", "safe")})
+    cut_short(redis, head, 4)
+    assert reconcile(bot) == (f"deploy not queued: {REPO} staging at {head[:7]}: its deploy was cut short 4 times "
+                              "(its worker stopped); a new commit, or `gitops-bot deploy --env staging`, deploys it "
+                              "again\n")
+    assert bot.queued() == 0

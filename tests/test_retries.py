@@ -79,3 +79,23 @@ def test_reading_the_forges_headers():
     for garbage in ("soon", "nan", "inf", ""):
         assert retry_after({"Retry-After": garbage}, now=1000) is None  # the job's own back-off
     assert retry_after(None, now=1000) is None
+
+
+WAITS: list[float | None] = []
+
+
+@retried_as_the_error_says
+def rate_limited_in_turn(_: None) -> None:
+    raise TransientForgeError("GitHub answered 502 to create comment", WAITS.pop(0))
+
+
+def test_the_forges_wait_replaces_one_retrys_back_off_not_the_later_ones(redis):
+    WAITS[:] = [42.3, None]
+    queue, job = run_once(redis, None, function=rate_limited_in_turn)
+    assert 41 < scheduled_in(queue, job) <= 43.5
+    job.refresh()
+    assert job.retry_intervals == [43, 30, 120]
+    queue.scheduled_job_registry.remove(job)
+    queue.enqueue_job(job)
+    SimpleWorker([queue], connection=redis).work(burst=True, with_scheduler=False)
+    assert 28 < scheduled_in(queue, job) <= 30.5  # the job's own back-off, for a forge naming no wait
