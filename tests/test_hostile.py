@@ -17,6 +17,7 @@ import yaml
 from bot.diff import DiffReport
 from bot.gitrepo import Mirror
 from bot.pipeline import diff_snapshots
+from bot.renderers import sandbox
 from bot.report import as_json, markdown, text
 from bot.yamlio import nesting_bound
 from tests.conftest import GitRemote, Symlink
@@ -266,3 +267,66 @@ def test_an_absolute_symlink_the_render_reads_is_refused(remote, tmp_path, outsi
     error = error_of(report)
     assert "outside the repository" in error or "leaves the repository" in error, error
     assert SENTINEL not in outputs and elapsed < 5
+
+
+# -- what one render may cost: its output, read up to the limit, and its memory --------------------
+
+LIMIT = 4 * 1024 * 1024
+FLOOD = '{{- range until %d }}\n# {{ "x" | repeat 1000 }}\n{{- end }}\n'
+"""A template whose output is about `%d` kilobytes."""
+FLOOD_CHART = {".gitops.yaml": "environments: {big: {branch: main, path: chart, helm: {release: big}}}\n",
+               "chart/Chart.yaml": "apiVersion: v2\nname: big\nversion: 0.1.0\n"}
+
+
+def traced(run):
+    """What `run` returns, and the most memory Python allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        return run(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def assert_stopped(report: DiffReport, outputs: str, elapsed: float, file: str, words: str) -> None:
+    error = error_of(report)
+    assert error.startswith(f"{file}: ") and error.endswith(words), error
+    assert elapsed < 30, f"took {elapsed:.1f}s"
+    assert "Traceback" not in outputs and "xxxxxxxx" not in outputs
+
+
+def test_a_chart_whose_output_passes_the_limit_is_refused_unread(remote, tmp_path):
+    commits = push(remote, {"chart/templates/big.yaml": FLOOD % 40_000}, FLOOD_CHART)  # 40 MB
+    (report, outputs, elapsed), peak = traced(lambda: diff(remote, tmp_path, *commits))
+    assert_stopped(report, outputs, elapsed, "chart", f"helm output is larger than the limit of {LIMIT:,} bytes")
+    assert peak < LIMIT / 2  # the child measured it and said so: the worker read none of it
+
+
+def test_a_kustomization_whose_output_passes_the_limit_is_cut_short(remote, tmp_path):
+    big = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\ndata:\n" + "".join(
+        f"  k{i}: {'x' * 1000}\n" for i in range(6_000))  # 6 MB, which kustomize copies to its output
+    commits = push(remote, {"envs/k/big.yaml": big},
+                   {**dict([KUSTOMIZE_ENV]), "envs/k/kustomization.yaml": "resources: [big.yaml]\n",
+                    "envs/k/big.yaml": CM.format(name="big", value="1")})
+    (report, outputs, elapsed), peak = traced(lambda: diff(remote, tmp_path, *commits))
+    assert_stopped(report, outputs, elapsed, "envs/k",
+                   f"kustomize output is larger than the limit of {LIMIT:,} bytes")
+    assert peak < LIMIT * 1.25  # read up to the limit, never the whole output
+
+
+def test_a_chart_that_needs_more_memory_than_the_cap_is_stopped(remote, tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox, "MEMORY_LIMIT", 384 * 1024 * 1024)  # the default is 1 GiB: as sure, but slower
+    commits = push(remote, {"chart/templates/big.yaml": FLOOD % 3_000_000}, FLOOD_CHART)  # 3 GB
+    (report, outputs, elapsed), peak = traced(lambda: diff(remote, tmp_path, *commits))
+    assert_stopped(report, outputs, elapsed, "chart",
+                   "helm render needed more than 384 MiB of memory and was stopped")
+    assert peak < LIMIT / 2
+
+
+def test_kustomize_runs_under_the_memory_cap_too(remote, tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox, "MEMORY_LIMIT", 16 * 1024 * 1024)  # too little for kubectl to start
+    commits = push(remote, {"envs/k/cm.yaml": CM.format(name="k", value="2")},
+                   {**dict([KUSTOMIZE_ENV]), "envs/k/kustomization.yaml": "resources: [cm.yaml]\n",
+                    "envs/k/cm.yaml": CM.format(name="k", value="1")})
+    report, outputs, elapsed = diff(remote, tmp_path, *commits)
+    assert_stopped(report, outputs, elapsed, "envs/k",
+                   "kustomize needed more than 16 MiB of memory and was stopped")

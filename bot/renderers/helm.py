@@ -21,8 +21,8 @@ from typing import Any, Iterator
 
 from bot.renderers.errors import Known, RenderError, error_lines, reduce
 from bot.renderers.kustomize import resolve_inside
-from bot.renderers.sandbox import Box, module_directory, python_programs
-from bot.yamlio import Limits, parse_documents
+from bot.renderers.sandbox import Box, OutputTooLarge, memory_words, module_directory, python_programs
+from bot.yamlio import DEFAULT_LIMITS, Limits, parse_documents
 
 MAX_FILE_BYTES = 1024 * 1024
 CHILD = Path(__file__).resolve().with_name("helm_child.py")
@@ -39,11 +39,13 @@ def is_chart(directory: Path) -> bool:
 
 
 def render_helm(root: Path, path: str, *, release: str, namespace: str | None,
-                values: list[str], timeout: float = 60.0, sandbox: bool = True) -> str:
+                values: list[str], timeout: float = 60.0, sandbox: bool = True,
+                max_output: int = DEFAULT_LIMITS.max_file_bytes) -> str:
     """The chart at `root/path` rendered as multi-document YAML: CRDs first, then templates by path.
 
     `values` are files relative to the chart directory, merged in order over the chart's defaults.
-    With `sandbox`, Helm runs in the renderer box (see sandbox.py), or not at all.
+    With `sandbox`, Helm runs in the renderer box (see sandbox.py), or not at all. Helm's output is
+    refused, and Helm stopped, once it passes `max_output` bytes.
     """
     root = root.resolve()
     chart = resolve_inside(root, root / path)
@@ -54,14 +56,24 @@ def render_helm(root: Path, path: str, *, release: str, namespace: str | None,
     files = [_values_file(root, chart, v, f"{path}/{v}") for v in values]
     request = {"chart": str(chart), "release": release, "namespace": namespace,
                "values": [(f"{path}/{v}", f.read_text("utf-8", "replace"))
-                          for v, f in zip(values, files)]}
+                          for v, f in zip(values, files)], "max_output": max_output}
     known = chart_known(root, chart, name, [text for _, text in request["values"]])
     reply = _run_sdk(root, request, timeout, path, sandbox, known)
     if "unavailable" in reply:
         return _render_with_binary(root, chart, request, files, timeout, path, sandbox, known)
     if "error" in reply:
         raise _template_error(reply["error"], name, path, root, known)
+    if "too_large" in reply:
+        raise too_large(max_output, path)
     return assemble(reply["crds"], reply["templates"])
+
+
+def too_large(limit: int, path: str) -> RenderError:
+    return RenderError(f"helm output is larger than the limit of {limit:,} bytes", path)
+
+
+def out_of_memory(box: Box, path: str) -> RenderError:
+    return RenderError(f"helm render needed more than {memory_words(box.cap)} of memory and was stopped", path)
 
 
 def assemble(crds: list[list[str]], templates: dict[str, str]) -> str:
@@ -145,20 +157,41 @@ def _run_sdk(root: Path, request: dict[str, Any], timeout: float, path: str, san
     package = module_directory("helm_python")
     argv = [str(python_programs()[0]), "-I", "-S", "-B", str(CHILD),
             str(package.parent if package else CHILD.parent)]
+    box = Box(root, sdk_programs(), sandbox)
     try:
-        proc = Box(root, sdk_programs(), sandbox).run(argv, timeout=timeout, env=env,
-                                                     input=json.dumps(request).encode())
+        proc = box.run(argv, timeout=timeout, env=env, input=json.dumps(request).encode(),
+                       max_output=request["max_output"])
     except subprocess.TimeoutExpired:
         raise RenderError(f"helm render timed out after {timeout:g}s", path) from None
+    except OutputTooLarge as err:
+        raise too_large(err.limit, path) from None
     except OSError as err:
         raise RenderError(f"could not run the Helm SDK: {err.strerror}", path) from None
     try:
-        reply: dict[str, Any] = json.loads(proc.stdout)
+        return read_reply(proc.stdout)
     except ValueError:  # the child crashed or was killed
+        if box.exhausted(proc):
+            raise out_of_memory(box, path) from None
         last = proc.stderr.strip().splitlines()[-1:]
         detail = reduce(last[0], known, [str(root)]) if last else f"exit status {proc.returncode}"
         raise RenderError(f"helm render failed: {detail}", path) from None
-    return reply
+
+
+def read_reply(stdout: bytes) -> dict[str, Any]:
+    """The child's outcome (see helm_child.py), a rendering's texts read from after its line.
+    Raises ValueError for anything else."""
+    end = stdout.index(b"\n")
+    reply: dict[str, Any] = json.loads(stdout[:end])
+    if "templates" not in reply:
+        return reply
+    body, position, texts = memoryview(stdout)[end + 1:], 0, []
+    for name, size in [*reply["crds"], *reply["templates"]]:
+        texts.append([name, str(body[position:position + size], "utf-8")])
+        position += size
+    if position != len(body):
+        raise ValueError("the reply's texts are not the sizes its line gives")
+    crds = texts[:len(reply["crds"])]
+    return {"crds": crds, "templates": dict(texts[len(crds):])}
 
 
 def sdk_programs() -> tuple[Path, ...]:
@@ -246,12 +279,17 @@ def _render_with_binary(root: Path, chart: Path, request: dict[str, Any], files:
     argv = [helm, "template", request["release"], str(chart), "--include-crds"]
     argv += ["--namespace", request["namespace"]] if request["namespace"] else []
     argv += [arg for f in files for arg in ("-f", str(f))]
+    box = Box(root, (Path(helm).resolve(),), sandbox)
     try:
-        proc = Box(root, (Path(helm).resolve(),), sandbox).run(argv, timeout=timeout)
+        proc = box.run(argv, timeout=timeout, max_output=request["max_output"])
     except subprocess.TimeoutExpired:
         raise RenderError(f"helm render timed out after {timeout:g}s", path) from None
+    except OutputTooLarge as err:
+        raise too_large(err.limit, path) from None
     except OSError as err:
         raise RenderError(f"could not run helm: {err.strerror}", path) from None
+    if box.exhausted(proc):
+        raise out_of_memory(box, path)
     if proc.returncode != 0:
         message = reduce(error_lines(proc.stderr), known, [str(root)])
         raise RenderError(message or f"helm exited with {proc.returncode}", path)

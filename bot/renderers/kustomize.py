@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 import yaml
 
 from bot.renderers.errors import Known, RenderError, error_lines, reduce
-from bot.renderers.sandbox import Box
-from bot.yamlio import Limits, parse_documents
+from bot.renderers.sandbox import Box, OutputTooLarge, memory_words
+from bot.yamlio import DEFAULT_LIMITS, Limits, parse_documents
 
 if TYPE_CHECKING:
     from bot.gitrepo import RepoPaths, Snapshot
@@ -142,26 +142,34 @@ def is_kustomization(directory: Path) -> bool:
 
 
 def render_kustomize(root: Path, path: str, *, timeout: float = 60.0, kubectl: str | None = None,
-                     sandbox: bool = True) -> str:
+                     sandbox: bool = True, max_output: int = DEFAULT_LIMITS.max_file_bytes,
+                     paths: RepoPaths | None = None) -> str:
     """The multi-document YAML that `kubectl kustomize root/path` builds, once it is proven safe.
 
-    With `sandbox`, kustomize runs in the renderer box (see sandbox.py), or not at all.
+    With `sandbox`, kustomize runs in the renderer box (see sandbox.py), or not at all. Its output
+    is refused, and kustomize stopped, once it passes `max_output` bytes. `paths` is the tree at
+    `root` as already read from disk (renders of one exported tree share it).
     """
     from bot.gitrepo import RepoPaths, WorkTreeSnapshot  # not at the top: see kustomization_inputs
 
     root = root.resolve()
-    paths = RepoPaths(WorkTreeSnapshot(root))
+    paths = paths or RepoPaths(WorkTreeSnapshot(root))
     directory = _start(paths, path)
     walk = _walk(paths, directory)
     executable = Path(_find_kubectl(kubectl)).resolve()
+    box = Box(root, (executable,), sandbox)
     try:
-        proc = Box(root, (executable,), sandbox).run(
-            [str(executable), "kustomize", str(root / directory)], timeout=timeout,
-            env={"KUSTOMIZE_PLUGIN_HOME": PLUGIN_HOME})
+        proc = box.run([str(executable), "kustomize", str(root / directory)], timeout=timeout,
+                       env={"KUSTOMIZE_PLUGIN_HOME": PLUGIN_HOME}, max_output=max_output)
     except subprocess.TimeoutExpired:
         raise RenderError(f"kustomize timed out after {timeout:g}s", path) from None
+    except OutputTooLarge as err:
+        raise RenderError(f"kustomize output is larger than the limit of {err.limit:,} bytes", path) from None
     except OSError as err:
         raise RenderError(f"could not run kubectl: {err.strerror}", path) from None
+    if box.exhausted(proc):
+        raise RenderError(f"kustomize needed more than {memory_words(box.cap)} of memory and was stopped",
+                          path)
     if proc.returncode != 0:
         for file in paths.files:
             walk.known.add_path(file)

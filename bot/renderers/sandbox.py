@@ -10,7 +10,14 @@ repository content, so the operating system keeps it in, through bubblewrap (`bw
   the child's entry script), the system's shared libraries, and an empty /tmp as HOME. No data
   dir, no mirrors, no HOME, no project checkout, no /etc, no /proc;
 - a new session and PID namespace that end with the parent, so killing the box's process group
-  on a time-out ends every process in it.
+  on a time-out ends every process in it;
+- bounded work: its output is read as it comes and the box is killed once stdout passes the
+  caller's limit (`OutputTooLarge`), so the worker never holds more than that limit plus one read;
+  only the first and last `STDERR_KEPT` bytes of its stderr are kept; and its memory is capped by
+  `RLIMIT_DATA` (`MEMORY_LIMIT`, set through util-linux's `prlimit`, which every Debian and Ubuntu
+  image has: without it there is no cap), which counts every writable private mapping (heap, Go
+  arenas, thread stacks) but not the address space Go only reserves. A renderer past the cap fails
+  to allocate and dies; the caller reports it (`Box.exhausted`).
 
 Where the box cannot be made (no bwrap; user namespaces refused, as in a container with the
 default seccomp profile; macOS), rendering fails with `SandboxUnavailable`, a one-line RenderError
@@ -20,19 +27,24 @@ in the server config, or `gitops-bot diff` on a developer's own checkout, which 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import importlib.util
 import os
+import resource
+import select
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import IO, Iterable, Sequence
 
 from bot.renderers.errors import RenderError
 
@@ -41,12 +53,30 @@ BOX_HOME = "/tmp"
 SYSTEM_LIBRARIES = ("/lib", "/lib32", "/lib64", "/libx32", "/usr/lib", "/usr/lib32", "/usr/lib64",
                     "/usr/libx32")
 """The C library and the dynamic loader live here: the Python interpreter needs them."""
+MEMORY_LIMIT = 1024 ** 3
+"""Bytes of writable memory (RLIMIT_DATA) one renderer may map: 1 GiB. A render that stays under
+the 4 MiB output limit needs a tenth of it; the Helm SDK's child needs about 200 MiB to start."""
+STDERR_KEPT = 64 * 1024
+"""Bytes of a renderer's stderr kept: the first and the last half. Its error is at one end."""
+READ_CHUNK = 64 * 1024
+"""Bytes read from a renderer's pipe at a time: the most its output can overshoot a limit by."""
+OUT_OF_MEMORY = (b"out of memory", b"MemoryError", b"cannot allocate memory", b"pthread_create failed",
+                 b"failed to reserve")
+"""How Go's runtime, Python and the C library say an allocation failed."""
 INSTALL = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) or set "
            "`render: {sandbox: false}` in the server config")
 
 
 class SandboxUnavailable(RenderError):
     """The box cannot be made on this machine; the message says what to install or allow."""
+
+
+class OutputTooLarge(subprocess.SubprocessError):
+    """The renderer wrote more than the caller's limit to stdout, and was killed for it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"output passed the limit of {limit:,} bytes")
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -59,22 +89,28 @@ class Box:
     """Files and directories of the renderer itself, bound read-only at their own paths."""
     sandbox: bool = True
     """False runs the renderer as a plain child process (minimal environment, scratch HOME)."""
+    memory: int | None = field(default_factory=lambda: MEMORY_LIMIT)
+    """Bytes of writable memory the renderer may map (RLIMIT_DATA), boxed or not; None for no cap."""
 
     def run(self, argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
-            input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        """Run `argv` in the tree with a minimal environment; on timeout, kill its process group.
+            input: bytes | None = None, max_output: int | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run `argv` in the tree with a minimal environment; on timeout, or once its stdout passes
+        `max_output` bytes, kill its process group.
 
-        Raises subprocess.TimeoutExpired, OSError when the program cannot start, and
-        SandboxUnavailable. The whole group is killed because a wrapper's children would
+        Raises subprocess.TimeoutExpired, OutputTooLarge, OSError when the program cannot start,
+        and SandboxUnavailable. The whole group is killed because a wrapper's children would
         otherwise keep the output pipes, and so this call, alive.
         """
+        limit = _prlimit(self.cap)
         if not self.sandbox:
             with tempfile.TemporaryDirectory(prefix="render-home-") as home:
-                return _communicate(list(argv), self.tree, _environment(home, env), input, timeout)
+                return _communicate([*limit, *argv], self.tree, _environment(home, env), input, timeout,
+                                    max_output=max_output)
         status, report = os.pipe()
         try:
-            command = [*_bwrap(check(), self.tree, self.programs, report), *argv]
-            proc = _communicate(command, self.tree, _environment(BOX_HOME, env), input, timeout, report)
+            command = [*limit, *_bwrap(check(), self.tree, self.programs, report), *argv]
+            proc = _communicate(command, self.tree, _environment(BOX_HOME, env), input, timeout, report,
+                                max_output)
         finally:
             os.close(report)
             with os.fdopen(status, "rb") as reader:
@@ -87,24 +123,127 @@ class Box:
             raise unavailable(reason)
         return proc
 
+    @property
+    def cap(self) -> int | None:
+        """The memory cap the renderer runs under, if any (see memory_cap)."""
+        return memory_cap(self.memory)
+
+    def exhausted(self, proc: subprocess.CompletedProcess[bytes]) -> bool:
+        """Whether a failed renderer died for want of memory under this box's cap: it said so, or
+        it died of SIGSEGV, as a Go runtime does that cannot map even its first arena."""
+        segfault = proc.returncode in (-signal.SIGSEGV, 128 + signal.SIGSEGV)  # bwrap: 128 + the signal
+        return (self.cap is not None and proc.returncode != 0
+                and (segfault or any(sign in proc.stderr for sign in OUT_OF_MEMORY)))
+
+
+def memory_words(limit: int | None) -> str:
+    """`1 GiB`, for an error message."""
+    gib, mib = (limit or 0) / 1024 ** 3, (limit or 0) / 1024 ** 2
+    return f"{gib:g} GiB" if gib >= 1 else f"{mib:g} MiB"
+
+
+@functools.lru_cache(maxsize=8)
+def memory_cap(limit: int | None) -> int | None:
+    """The cap a renderer asked to keep under `limit` bytes runs under: `limit`, within this
+    process's own hard limit; None where there is no limit, or no prlimit to set it."""
+    if limit is None or shutil.which("prlimit", path=SAFE_PATH) is None:
+        return None
+    hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+    return limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+
+
+def _prlimit(cap: int | None) -> list[str]:
+    """The command prefix that caps what follows at `cap` bytes of writable memory."""
+    executable = shutil.which("prlimit", path=SAFE_PATH)
+    return [executable, f"--data={cap}", "--"] if cap is not None and executable else []
+
 
 def _environment(home: str, extra: dict[str, str] | None) -> dict[str, str]:
     return {"PATH": SAFE_PATH, "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8", **(extra or {})}
 
 
 def _communicate(argv: list[str], cwd: Path, env: dict[str, str], input: bytes | None,
-                 timeout: float, report: int | None = None) -> subprocess.CompletedProcess[bytes]:
+                 timeout: float, report: int | None = None,
+                 max_output: int | None = None) -> subprocess.CompletedProcess[bytes]:
+    deadline = time.monotonic() + timeout
     with subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True,
                           pass_fds=(report,) if report is not None else (),
                           stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         try:
-            out, err = proc.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = _exchange(proc, input, deadline, max_output)
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _exchange(proc: subprocess.Popen[bytes], input: bytes | None, deadline: float,
+              max_output: int | None) -> tuple[bytes, bytes]:
+    """Feed `input` and read both pipes until they close, holding at most `max_output` bytes of
+    stdout (plus one read) and `STDERR_KEPT` of stderr. Raises TimeoutExpired and OutputTooLarge.
+
+    Stdout comes back as the bytearray it was read into: a copy would double it."""
+    assert proc.stdout and proc.stderr
+    out, err = bytearray(), _Ends(STDERR_KEPT)
+    pending = memoryview(input or b"")
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ, out)
+        selector.register(proc.stderr, selectors.EVENT_READ, err)
+        if proc.stdin:
+            selector.register(proc.stdin, selectors.EVENT_WRITE)
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(proc.args, 0)
+            for key, _ in selector.select(remaining):
+                if key.data is None:  # stdin: a pipe takes PIPE_BUF bytes without blocking
+                    pending = _feed(selector, key.fileobj, pending)  # type: ignore[arg-type]
+                    continue
+                chunk, buffer = os.read(key.fd, READ_CHUNK), key.data
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                buffer += chunk
+                if buffer is out and max_output is not None and len(out) > max_output:
+                    raise OutputTooLarge(max_output)
+    return out, err.bytes()  # type: ignore[return-value]
+
+
+def _feed(selector: selectors.BaseSelector, pipe: IO[bytes], pending: memoryview) -> memoryview:
+    """Write the next piece of `pending` to the renderer's stdin; close it when all is written or
+    the renderer stopped reading."""
+    try:
+        written = os.write(pipe.fileno(), pending[:select.PIPE_BUF])
+    except BrokenPipeError:
+        written = len(pending)
+    pending = pending[written:]
+    if not pending:
+        selector.unregister(pipe)
+        pipe.close()
+    return pending
+
+
+class _Ends:
+    """The first and last `size / 2` bytes written to it."""
+
+    def __init__(self, size: int) -> None:
+        self.half, self.head, self.tail, self.cut = size // 2, bytearray(), bytearray(), False
+
+    def __iadd__(self, chunk: bytes) -> "_Ends":
+        room = self.half - len(self.head)
+        self.head += chunk[:room]
+        self.tail += chunk[room:] if room > 0 else chunk
+        if len(self.tail) > self.half:
+            del self.tail[:len(self.tail) - self.half]
+            self.cut = True
+        return self
+
+    def bytes(self) -> bytes:
+        return bytes(self.head + (b"\n...\n" if self.cut else b"") + self.tail)
 
 
 def _bwrap(executable: str, tree: Path, programs: Iterable[Path], report: int | None) -> list[str]:
