@@ -1,9 +1,10 @@
 """Intake load: signed, real-sized pull_request deliveries against `gitops-bot serve` on loopback.
 
-Prints accepted webhooks per second, p50 and p99 latency, the same for a bare Flask endpoint
-answering 204 under the same server and load, their ratio, and whether every 202 became a job.
+Prints accepted webhooks per second, p50 and p99 latency and the server's CPU time per request,
+the same for a bare Flask endpoint answering 204 under the same server (worker class, workers,
+threads) and load, their ratios, and whether every 202 became a job.
 
-    python bench/intake.py [--seconds 10] [--connections 32] [--workers 4]
+    python bench/intake.py [--seconds 10] [--connections 32] [--workers 3] [--threads-per-worker 4]
 
 Needs `wrk` (Debian package `wrk`) for the load: a Python client would eat the cores it measures.
 """
@@ -96,13 +97,29 @@ def serve(command: list[str], env: dict[str, str], port: int, health: str) -> su
     return process
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its children, reaped or alive (gunicorn's workers)."""
+    pids = [pid, *map(int, subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                                          text=True).stdout.split())]
+    ticks = 0
+    for each in pids:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        ticks += sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers, for both servers")
-    parser.add_argument("--threads-per-worker", type=int, default=1, help="gunicorn threads, for both servers")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers, for both servers "
+                        "(`gitops-bot serve`'s default)")
+    parser.add_argument("--threads-per-worker", type=int, default=4, help="gunicorn threads, for both servers "
+                        "(`gitops-bot serve`'s default)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("bench/intake.py needs wrk: apt-get install wrk", file=sys.stderr)
@@ -123,7 +140,8 @@ def main() -> int:
         results = {}
         for name, command in {
             "gitops-bot": [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1"],
-            "bare flask": [sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:{port}", "bench.bare_app:app"],
+            "bare flask": [sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:{port}", "--worker-class",
+                           "bot.webserver.IntakeWorker", "bench.bare_app:app"],
         }.items():
             port = free_port()
             command = [c.replace("{port}", str(port)) for c in command]
@@ -132,8 +150,12 @@ def main() -> int:
                 command += ["--port", str(port)]
             process = serve(command, env, port, "/healthz" if name == "gitops-bot" else "/")
             try:
+                cpu = cpu_seconds(process.pid), cpu_seconds(server.process.pid)
                 results[name] = load(f"http://127.0.0.1:{port}/webhooks/github", tmp / "body.json", sig,
                                      args.seconds, args.connections, args.threads, tmp / "wrk.lua")
+                answered = results[name]["accepted"] + results[name]["other"]
+                results[name]["cpu_ms"] = 1000 * (cpu_seconds(process.pid) - cpu[0]) / max(answered, 1)
+                results[name]["redis_ms"] = 1000 * (cpu_seconds(server.process.pid) - cpu[1]) / max(answered, 1)
             finally:
                 process.terminate()
                 process.wait(30)
@@ -142,11 +164,13 @@ def main() -> int:
 
     bot, bare = results["gitops-bot"], results["bare flask"]
     print(f"payload: {len(raw):,} bytes, {args.connections} connections, {args.seconds} s, "
-          f"gunicorn {args.workers} workers × {args.threads_per_worker} threads, {os.cpu_count()} cores")
+          f"gunicorn {args.workers} workers × {args.threads_per_worker} threads, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
     for name, r in results.items():
         print(f"{name:>11}: {r['rate']:8.0f} accepted/s   p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms"
-              f"   (non-2xx: {r['other']})")
-    print(f"ratio gitops-bot / bare flask: {bot['rate'] / bare['rate']:.2f}")
+              f"   CPU per request: server {r['cpu_ms']:.2f} ms, Redis {r['redis_ms']:.2f} ms   (non-2xx: {r['other']})")
+    print(f"gitops-bot / bare flask: rate {bot['rate'] / bare['rate']:.2f}, p99 {bot['p99_ms'] / bare['p99_ms']:.2f}, "
+          f"server CPU per request {bot['cpu_ms'] / bare['cpu_ms']:.2f}")
     # wrk stops counting at the deadline: a request answered after it is a job without a counted 202.
     print(f"jobs in Redis: {jobs}, 202 answers: {bot['accepted']}, lost: {max(bot['accepted'] - jobs, 0)}"
           f" (answered after the deadline: {max(jobs - bot['accepted'], 0)})")

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import redis
+from redis.exceptions import NoScriptError
 from rq import Queue, Retry
 from rq.job import Job
 from rq.scripts import _build_hset_args  # the fields RQ's own atomic enqueue writes
@@ -20,6 +21,8 @@ RECENT_DELIVERIES = 100
 GENERATION_TTL = 30 * 24 * 3600
 QUEUES = ("deploy", "commands", "diff")
 """Queue names in the order a worker takes from them: deploys first, diffs last."""
+RETRY = Retry(max=3, interval=[5, 30, 120])
+"""How RQ retries a job that raised: at most 3 times, after 5, 30 and 120 s."""
 
 
 def pull_key(forge: str, repo: str, number: int) -> str:
@@ -122,9 +125,15 @@ class Store:
             fields = _build_hset_args(job)
             keys += [job.key, queue.key]
             args += [job.id, len(fields), *fields]
-        if not self._accept_script(keys=keys, args=args):
+        if not self._accept(keys, args):
             return None
         return [job.id for job, _ in jobs]
+
+    def _accept(self, keys: list[str], args: list[Any]) -> int:
+        try:  # straight to EVALSHA: redis-py's Script call inspects its arguments on every call
+            return self.redis.execute_command("EVALSHA", self._accept_script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a server that has not seen the script yet (restarted, flushed)
+            return self._accept_script(keys=keys, args=args)
 
     def queue_once(self, repo: Repo, delivery: str, job: JobSpec, event: str) -> bool:
         """Queue work the bot found itself (a command, a reconcile) as a webhook would be: under a
@@ -148,7 +157,7 @@ class Store:
         kwargs = {**spec.kwargs, "generation": generation} if spec.supersedes else spec.kwargs
         job = queue.create_job(f"bot.jobs.{spec.func}", kwargs=kwargs, description=spec.description,
                                timeout=spec.timeout, result_ttl=7 * 24 * 3600, failure_ttl=30 * 24 * 3600,
-                               meta={"delivery": delivery_id}, retry=Retry(max=3, interval=[5, 30, 120]))
+                               meta={"delivery": delivery_id}, retry=RETRY)
         queue._prepare_for_queue(job)
         return job, queue
 

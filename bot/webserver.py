@@ -39,6 +39,8 @@ body refused as too large, say), so that its answer is not lost to a reset."""
 
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_FRAMING_FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|expect)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)")
+"""In a lower-cased request head, with its final line break: the fields that say where it ends."""
 
 
 class Arrival:
@@ -53,28 +55,35 @@ class Arrival:
 
     def __init__(self, deadline: float, read_limit: int):
         self.deadline, self.read_limit = deadline, read_limit
-        self.data = bytearray()
+        self.data: bytes | bytearray = b""
         self.ready = self.complete = False
         self.headers_too_large = False
         self.continue_due = False
         """The client waits for `100 Continue` before it sends the body."""
         self._head_end = -1
+        self._expects_continue = False
         self._length: int | None = None
         self._next_chunk = 0  # chunked: where the next chunk-size line starts
         self._decoded = 0  # chunked: the body bytes before it
 
     def feed(self, data: bytes) -> None:
-        self.data += data
-        if self._head_end < 0:
+        if not self.data:
+            self.data = data  # most requests come in one piece: no copy
+        else:
+            if isinstance(self.data, bytes):
+                self.data = bytearray(self.data)
+            self.data += data
+        head_known = self._head_end >= 0
+        if not head_known:
             self._read_head(len(self.data) - len(data))
-        elif self.continue_due:
-            self.continue_due = False  # the body comes anyway
         if self._head_end >= 0 and not self.ready:
             self._read_body()
             self.ready = self.ready or self.complete
+        self.continue_due = (not head_known and self._expects_continue and not self.ready
+                             and len(self.data) == self._head_end)
 
     def take(self) -> bytes:
-        data, self.data = bytes(self.data), bytearray()
+        data, self.data = bytes(self.data), b""
         return data
 
     def _read_head(self, new_from: int) -> None:
@@ -83,14 +92,13 @@ class Arrival:
             self.headers_too_large = len(self.data) > HEADER_LIMIT
             return
         self._head_end = self._next_chunk = end + 4
-        request_line, *lines = self.data[:end].decode("latin-1").split("\r\n")
-        fields: dict[str, list[str]] = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            fields.setdefault(name.strip().lower(), []).append(value.strip())
-        lengths, codings = set(fields.get("content-length", ())), fields.get("transfer-encoding")
+        head = bytes(self.data[:end + 2]).lower()
+        fields: dict[bytes, list[bytes]] = {}
+        for name, value in _FRAMING_FIELDS.findall(head):
+            fields.setdefault(name, []).append(value)
+        lengths, codings = set(fields.get(b"content-length", ())), fields.get(b"transfer-encoding")
         if codings:
-            chunked = not lengths and ",".join(codings).rsplit(",", 1)[-1].strip().lower() == "chunked"
+            chunked = not lengths and b",".join(codings).rsplit(b",", 1)[-1].strip() == b"chunked"
             self.ready = not chunked
         elif lengths:
             length = lengths.pop()
@@ -102,9 +110,8 @@ class Arrival:
                 self._length = int(length)
         else:
             self._length = 0
-        self.continue_due = (not self.ready and len(self.data) == self._head_end
-                             and request_line.endswith("HTTP/1.1")
-                             and [v.lower() for v in fields.get("expect", ())] == ["100-continue"])
+        self._expects_continue = (head[:head.find(b"\r\n")].endswith(b" http/1.1")
+                                  and fields.get(b"expect") == [b"100-continue"])
 
     def _read_body(self) -> None:
         if self._length is not None:

@@ -94,3 +94,15 @@ def test_the_web_app_queues_a_form_delivery_and_says_what_is_wrong_with_a_bad_on
     assert post(b"action=opened", "form-3") == (400, {"error": "form body lacks its payload field"})
     assert post(b"payload=%FF", "form-4") == (400, {"error": "form body is not URL-encoded UTF-8"})
     assert post(urlencode({"payload": "{"}).encode(), "form-5") == (400, {"error": "body is not valid JSON"})
+
+
+def test_a_redis_that_forgot_the_intake_script_still_records_and_queues(redis):
+    """A restarted or flushed server: the script is loaded again on the spot."""
+    client = create_app(Settings(redis_url="redis://unused", github_webhook_secret="s"), ServerConfig(repos=("*",)),
+                        redis).test_client()
+    raw = json.dumps(payload("github/pull_request.opened")).encode()
+    for delivery in ("before", "after"):
+        redis.script_flush()
+        answer = client.post("/webhooks/github", data=raw, headers={
+            "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": signature("s", raw)})
+        assert answer.status_code == 202 and len(answer.get_json()["queued"]) == 1

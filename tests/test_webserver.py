@@ -1,0 +1,81 @@
+"""Where an arriving request ends: a table of tiny requests, fed whole and byte by byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.webserver import HEADER_LIMIT, Arrival
+
+LIMIT = 100  # the most body bytes the application reads, in this table: it refuses a body that reaches it
+
+
+def arrival(request: bytes, pieces: int | None = None) -> Arrival:
+    """An arrival fed `request` whole, or one byte at a time (`pieces=1`)."""
+    arriving = Arrival(deadline=0.0, read_limit=LIMIT)
+    step = pieces or len(request) or 1
+    for start in range(0, len(request), step):
+        arriving.feed(request[start:start + step])
+    return arriving
+
+
+def head(*fields: str, line: str = "POST /webhooks/github HTTP/1.1") -> bytes:
+    return ("\r\n".join([line, "Host: x", *fields]) + "\r\n\r\n").encode()
+
+
+CHUNKED = "Transfer-Encoding: chunked"
+
+# (request, ready, complete): complete means the request ended inside what arrived; ready but not
+# complete means the application (or gunicorn's parser) can answer it without reading further.
+TABLE = [
+    (head(line="GET /healthz HTTP/1.1"), True, True),
+    (head("Content-Length: 5") + b"hello", True, True),
+    (head("content-length:5") + b"hello", True, True),
+    (head("Content-Length: 5") + b"hell", False, False),
+    (head("Content-Length: 5")[:-1], False, False),
+    (head("Content-Length: 0"), True, True),
+    (head(f"Content-Length: {LIMIT}"), False, False),
+    (head(f"Content-Length: {LIMIT + 1}"), True, False),
+    (head("Content-Length: 5", "Content-Length: 6") + b"hello", True, False),
+    (head("Content-Length: 5", "Content-Length: 5") + b"hello", True, True),
+    (head("Content-Length: -5"), True, False),
+    (head("Content-Length: 5", CHUNKED) + b"hello", True, False),
+    (head("Transfer-Encoding: gzip"), True, False),
+    (head("Transfer-Encoding: gzip, chunked") + b"0\r\n\r\n", True, True),
+    (head(CHUNKED) + b"5\r\nhello\r\n0\r\n\r\n", True, True),
+    (head(CHUNKED) + b"5;name=value\r\nhello\r\n0\r\n\r\n", True, True),
+    (head(CHUNKED) + b"5\r\nhello\r\n0\r\nTrailer: x\r\n\r\n", True, True),
+    (head(CHUNKED) + b"5\r\nhello\r\n0\r\nTrailer: x\r\n", False, False),
+    (head(CHUNKED) + b"5\r\nhello\r\n0\r\n", False, False),
+    (head(CHUNKED) + b"5\r\nhel", False, False),
+    (head(CHUNKED) + b"zz\r\nhello\r\n0\r\n\r\n", True, False),
+    (head(CHUNKED) + b"5 x\r\nhello\r\n0\r\n\r\n", True, False),
+    (head(CHUNKED) + b"63\r\n" + b"x" * (LIMIT - 1) + b"\r\n", False, False),
+    (head(CHUNKED) + b"63\r\n" + b"x" * (LIMIT - 1) + b"\r\n1\r\nx", True, False),
+    (head(CHUNKED) + b"ffffff\r\n" + b"x" * (LIMIT - 1), False, False),
+    (head(CHUNKED) + b"ffffff\r\n" + b"x" * LIMIT, True, False),
+]
+
+
+@pytest.mark.parametrize("pieces", [None, 1])
+@pytest.mark.parametrize("request_, ready, complete", TABLE)
+def test_where_a_request_ends(request_, ready, complete, pieces):
+    arriving = arrival(request_, pieces)
+    assert (arriving.ready, arriving.complete) == (ready, complete)
+    assert arriving.take() == request_ and arriving.data == b""
+
+
+def test_headers_past_their_limit_are_refused_before_they_end():
+    assert not arrival(head("X: " + "y" * (HEADER_LIMIT - 100))[:-4]).headers_too_large
+    assert arrival(b"POST / HTTP/1.1\r\nX: " + b"y" * HEADER_LIMIT).headers_too_large
+
+
+@pytest.mark.parametrize("request_, due", [
+    (head("Content-Length: 5", "Expect: 100-continue"), True),
+    (head("Content-Length: 5", "expect: 100-Continue"), True),
+    (head("Content-Length: 5", "Expect: 100-continue") + b"he", False),
+    (head("Content-Length: 5", "Expect: 100-continue", line="POST / HTTP/1.0"), False),
+    (head("Content-Length: 0", "Expect: 100-continue"), False),
+    (head("Content-Length: 5"), False),
+])
+def test_100_continue_is_due_only_while_an_http_1_1_client_waits_for_it(request_, due):
+    assert arrival(request_).continue_due is due
