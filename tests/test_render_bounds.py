@@ -71,6 +71,12 @@ def test_memory_is_capped(tmp_path, boxed):
     assert proc.returncode == 0 and proc.stdout == b"allocated\n"
 
 
+def test_go_renderers_collect_before_the_cap(tmp_path):
+    code = "import os; print(os.environ['GOGC'], os.environ['GOMEMLIMIT'])"
+    _, proc = run_python(tmp_path, code, True, box={"memory": 256 * MiB})
+    assert proc.stdout.split() == [b"400", str(192 * MiB).encode()]
+
+
 def test_memory_is_named_for_people():
     assert memory_words(1024 ** 3) == "1 GiB"
     assert memory_words(384 * MiB) == "384 MiB"

@@ -56,6 +56,10 @@ SYSTEM_LIBRARIES = ("/lib", "/lib32", "/lib64", "/libx32", "/usr/lib", "/usr/lib
 MEMORY_LIMIT = 1024 ** 3
 """Bytes of writable memory (RLIMIT_DATA) one renderer may map: 1 GiB. A render that stays under
 the 4 MiB output limit needs a tenth of it; the Helm SDK's child needs about 200 MiB to start."""
+GO_GC_PERCENT = 400
+"""GOGC for renderers written in Go (kubectl, the Helm SDK): a render lives for a fraction of a
+second, so collecting a fifth as often saves a tenth of its CPU for a few MiB; GOMEMLIMIT, at three
+quarters of the memory cap, makes the collector work harder well before the cap is reached."""
 STDERR_KEPT = 64 * 1024
 """Bytes of a renderer's stderr kept: the first and the last half. Its error is at one end."""
 READ_CHUNK = 64 * 1024
@@ -101,7 +105,7 @@ class Box:
         and SandboxUnavailable. The whole group is killed because a wrapper's children would
         otherwise keep the output pipes, and so this call, alive.
         """
-        limit = _prlimit(self.cap)
+        limit, env = _prlimit(self.cap), {**_go_runtime(self.cap), **(env or {})}
         if not self.sandbox:
             with tempfile.TemporaryDirectory(prefix="render-home-") as home:
                 return _communicate([*limit, *argv], self.tree, _environment(home, env), input, timeout,
@@ -156,6 +160,10 @@ def _prlimit(cap: int | None) -> list[str]:
     """The command prefix that caps what follows at `cap` bytes of writable memory."""
     executable = shutil.which("prlimit", path=SAFE_PATH)
     return [executable, f"--data={cap}", "--"] if cap is not None and executable else []
+
+
+def _go_runtime(cap: int | None) -> dict[str, str]:
+    return {"GOGC": str(GO_GC_PERCENT), **({"GOMEMLIMIT": str(cap * 3 // 4)} if cap else {})}
 
 
 def _environment(home: str, extra: dict[str, str] | None) -> dict[str, str]:
