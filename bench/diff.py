@@ -10,14 +10,19 @@ directory, packed as a fetched mirror is:
   (target <= 1.2);
 - a one-file change in that repository against the same change in a 50-file one (target <= 1.2);
 - peak memory of the full pipeline against the size of the parsed objects (target < 10);
+- the PR comment of 5,000 changed objects, built from their diffs (target <= 1 s);
 - a kustomization tree of 50 overlays over one base, changing one overlay (target: one
-  environment rendered, not 50) and then the base (all 50).
+  environment rendered, not 50) and then the base (all 50, base and head: target <= 4 s, printed
+  beside one `kubectl kustomize` of an overlay and the ratio), each commit's tree exported once;
+- one Helm chart deployed as 20 environments, one values file each, changing a template: 20
+  environments rendered at base and head, beside one render of the chart and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gc
 import statistics
 import subprocess
@@ -26,16 +31,18 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.gitrepo import Mirror  # noqa: E402
+from bot.diff import DiffReport, EnvironmentDiff, diff_manifests  # noqa: E402
+from bot.gitrepo import CommitSnapshot, Mirror  # noqa: E402
+from bot.render import Manifest, render_concurrency  # noqa: E402
 from bot.yamlio import parse_documents  # noqa: E402
 from bot.pipeline import diff_snapshots  # noqa: E402
-from bot.renderers import kustomize  # noqa: E402
+from bot.renderers import helm, kustomize  # noqa: E402
 from bot.report import markdown  # noqa: E402
 
 KINDS = ("deployment", "service", "configmap", "secret", "certificate")
@@ -274,41 +281,115 @@ def bench_plain(tmp: Path, objects: int, repeat: int) -> None:
     print(f"   peak memory of the full pipeline:         {peak / 1e6:8.1f} MB   ratio {peak / parsed:.2f} "
           f"(target < 10: {verdict(peak / parsed < 10)})")
 
+    report = changed_everywhere(parse_only(trees[:1])[0])
+    t = timed({"comment": lambda: markdown(report, "bench")}, repeat)
+    print(f"   PR comment of {report.counts.changed:,} changed objects:     {t['comment'] * 1000:8.0f} ms   "
+          f"(target <= 1000 ms: {verdict(t['comment'] <= 1.0)})")
 
-def bench_kustomize(tmp: Path, overlays: int) -> None:
-    print(f"== kustomize: {overlays} overlays over one base, one environment each")
+
+def changed_everywhere(docs: list[Any]) -> DiffReport:
+    """A report in which every object of `docs` changed, as a PR relabelling them all would."""
+    base = [Manifest(f"apps/{i}.yaml", doc) for i, doc in enumerate(docs)]
+    head = [Manifest(m.source, {**m.doc, "metadata": {**m.doc["metadata"], "labels": {
+        **m.doc["metadata"]["labels"], "app.kubernetes.io/version": "2"}}}) for m in base]
+    changes, _ = diff_manifests(base, head)
+    return DiffReport("0" * 40, "1" * 40, (EnvironmentDiff("default", ".", changes=tuple(changes)),))
+
+
+def bench_kustomize(tmp: Path, overlays: int, repeat: int) -> None:
+    print(f"== kustomize: {overlays} overlays over one base, one environment each "
+          f"({render_concurrency()} renders at a time)")
     repo, base, overlay, base_change = kustomize_repo(tmp / "kustomize", overlays)
-    calls: list[str] = []
-    original = kustomize.render_kustomize
-
-    def counting(root: Path, path: str, **kwargs: Any) -> str:
-        calls.append(path)
-        return original(root, path, **kwargs)
-
-    kustomize.render_kustomize = counting  # type: ignore[assignment]
-    try:
+    kubectl = kustomize._find_kubectl(None)
+    one = timed({"kubectl": lambda: subprocess.run([kubectl, "kustomize", str(repo / "envs/env-00")],
+                                                   check=True, capture_output=True)}, repeat * 5)["kubectl"]
+    print(f"   one `kubectl kustomize` of an overlay:    {one * 1000:8.0f} ms")
+    with counted(kustomize, "render_kustomize") as calls, counted(CommitSnapshot, "export_tree") as exports:
         for label, head, expected in [("one overlay changed", overlay, 1), ("the base changed", base_change, overlays)]:
             calls.clear()
+            exports.clear()
             started = time.perf_counter()
             _, report = pipeline(repo, base, head)
             elapsed = time.perf_counter() - started
-            rendered = len(set(calls))
+            rendered = len({path for _, path, *_ in calls})
             print(f"   {label:20}: {rendered:2} of {overlays} environments rendered ({len(calls)} kustomize "
-                  f"runs, base and head), {report.counts.changed} objects changed, {elapsed:.2f}s "
-                  f"(target {expected}: {verdict(rendered == expected)})")
+                  f"runs, base and head; {len(exports)} trees exported), {report.counts.changed} objects "
+                  f"changed, {elapsed:.2f}s (target {expected}: {verdict(rendered == expected)})")
+    print(f"   the base changed, whole diff:             {elapsed * 1000:8.0f} ms   ratio {elapsed / one:.1f} "
+          f"to one kubectl (target <= 4 s: {verdict(elapsed <= 4)})")
+
+
+def helm_repo(root: Path, environments: int) -> tuple[Path, str, str]:
+    """One chart, `environments` environments with a values file each. Returns (repo, base, head)."""
+    repo = init_repo(root)
+    files = {"chart/Chart.yaml": "apiVersion: v2\nname: app\nversion: 0.1.0\n",
+             "chart/values.yaml": "replicas: 1\nimage: registry.example.com/app:1.0.0\n",
+             "chart/templates/deployment.yaml": manifest("deployment", 0).replace(
+                 "replicas: 2", "replicas: {{ .Values.replicas }}").replace(
+                 "name: app-0000\n  namespace: team-00", "name: {{ .Release.Name }}\n  namespace: {{ .Release.Namespace }}"),
+             "chart/templates/service.yaml": manifest("service", 0).replace(
+                 "name: app-0000\n  namespace: team-00", "name: {{ .Release.Name }}\n  namespace: {{ .Release.Namespace }}"),
+             "chart/templates/configmap.yaml": manifest("configmap", 0).replace(
+                 "name: app-0000\n  namespace: team-00", "name: {{ .Release.Name }}\n  namespace: {{ .Release.Namespace }}")}
+    config: dict[str, Any] = {"environments": {}}
+    for i in range(environments):
+        files[f"chart/values-env-{i:02d}.yaml"] = f"replicas: {i % 5 + 1}\n"
+        config["environments"][f"env-{i:02d}"] = {"branch": "main", "path": "chart", "namespace": f"env-{i:02d}",
+                                                  "helm": {"release": f"app-{i:02d}",
+                                                           "values": ["values.yaml", f"values-env-{i:02d}.yaml"]}}
+    files[".gitops.yaml"] = yaml.safe_dump(config)
+    base = commit(repo, files, "base")
+    git(repo, "checkout", "-q", "-b", "template")
+    head = commit(repo, {"chart/templates/service.yaml": files["chart/templates/service.yaml"].replace(
+        "port: 80", "port: 8080")}, "a template")
+    return repo, base, head
+
+
+def bench_helm(tmp: Path, environments: int, repeat: int) -> None:
+    print(f"== helm: one chart, {environments} environments with a values file each "
+          f"({render_concurrency()} renders at a time)")
+    repo, base, head = helm_repo(tmp / "helm", environments)
+    one = timed({"helm": lambda: helm.render_helm(repo, "chart", release="app-00", namespace="env-00",
+                                                  values=["values.yaml", "values-env-00.yaml"])}, repeat)["helm"]
+    print(f"   one render of the chart (Helm SDK, boxed): {one * 1000:7.0f} ms")
+    with counted(helm, "render_helm") as calls, counted(CommitSnapshot, "export_tree") as exports:
+        started = time.perf_counter()
+        _, report = pipeline(repo, base, head)
+        elapsed = time.perf_counter() - started
+    print(f"   a template changed: {len(calls)} renders ({environments} environments, base and head; "
+          f"{len(exports)} trees exported), {report.counts.changed} objects changed")
+    print(f"   whole diff:                               {elapsed * 1000:8.0f} ms   ratio {elapsed / one:.1f} "
+          f"to one render (one at a time: {len(calls)})")
+
+
+@contextlib.contextmanager
+def counted(owner: Any, name: str) -> Iterator[list[Any]]:
+    """The positional arguments of every call to `owner.name` while inside, in a list."""
+    calls: list[Any] = []
+    original = getattr(owner, name)
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    setattr(owner, name, counting)
+    try:
+        yield calls
     finally:
-        kustomize.render_kustomize = original  # type: ignore[assignment]
+        setattr(owner, name, original)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=5000)
     parser.add_argument("--overlays", type=int, default=50)
+    parser.add_argument("--charts", type=int, default=20, help="environments of the Helm chart")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per figure (the median is shown)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gitops-bot-bench-") as tmp:
         bench_plain(Path(tmp), args.objects, args.repeat)
-        bench_kustomize(Path(tmp), args.overlays)
+        bench_kustomize(Path(tmp), args.overlays, args.repeat)
+        bench_helm(Path(tmp), args.charts, args.repeat)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import os
 import posixpath
 import re
@@ -82,6 +81,10 @@ class Snapshot(Protocol):
         except FileNotFoundError:
             return None
 
+    def export_tree(self, dest: Path) -> "ExportedTree":
+        """Write the whole tree below `dest` for renderers that need files on disk; a symlink or
+        path that leaves the repository is left out, and listed."""
+
     def export(self, dest: Path, reads: set[str] | None = None) -> Path:
         """Write the tree below `dest` for renderers that need files on disk.
 
@@ -89,6 +92,23 @@ class Snapshot(Protocol):
         (what the render reads; all of the tree when None) or leads to one, and is left out
         otherwise: a link elsewhere in the repository must not break this render.
         """
+        tree = self.export_tree(dest)
+        tree.check(reads)
+        return tree.root
+
+
+class ExportedTree(NamedTuple):
+    """A snapshot's tree on disk, which the renders of one job share."""
+
+    root: Path
+    left_out: tuple[str, ...] = ()
+    """Members not written because they leave the repository (absolute or `..` symlinks)."""
+
+    def check(self, reads: set[str] | None) -> None:
+        """Refuse a left-out member under one of `reads` or leading to one (any, when None): the
+        render would miss it. One elsewhere in the repository does not concern the render."""
+        for path in self.left_out:
+            _refuse_if_read(path, reads)
 
 
 def under(path: str, root: str) -> bool:
@@ -358,18 +378,27 @@ class CommitSnapshot(Snapshot):
                 raise FileNotFoundError(path)
         return dict(zip(paths, self.mirror.read_blobs([(p, entries[p].blob) for p in paths], max_bytes)))
 
-    def export(self, dest: Path, reads: set[str] | None = None) -> Path:
-        archive = subprocess.run(["git", "archive", "--format=tar", self.sha], cwd=self.mirror.path,
-                                 capture_output=True, check=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            members = []
-            for member in tar.getmembers():
-                try:
-                    members.append(tarfile.data_filter(member, str(dest)))
-                except tarfile.FilterError:
-                    _refuse_if_read(member.name, reads)
-            tar.extractall(dest, members=members, filter="data")
-        return dest
+    def export_tree(self, dest: Path) -> ExportedTree:
+        """The commit's tree, streamed from `git archive` and written one member at a time, so that
+        no more than one read of it is ever held in memory."""
+        left_out: list[str] = []
+        broken = False
+        with subprocess.Popen(["git", "archive", "--format=tar", self.sha], cwd=self.mirror.path,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as archive:
+            assert archive.stdout
+            try:
+                with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+                    for member in tar:
+                        try:  # the filter looks at what is on disk by now: links written before count
+                            tar.extract(member, dest, filter="data")
+                        except tarfile.FilterError:
+                            left_out.append(member.name)
+            except tarfile.TarError:  # a broken stream: git failed or was cut short
+                archive.kill()
+                broken = True
+        if broken or archive.returncode != 0:
+            raise GitError(f"commit {self.sha[:12]} could not be exported from the repository")
+        return ExportedTree(dest, tuple(left_out))
 
 
 class WorkTreeSnapshot(Snapshot):
@@ -451,8 +480,9 @@ class WorkTreeSnapshot(Snapshot):
             contents[path] = full.read_bytes()
         return contents
 
-    def export(self, dest: Path, reads: set[str] | None = None) -> Path:
+    def export_tree(self, dest: Path) -> ExportedTree:
         """A copy of the files git would commit: no `.git`, no ignored file (a local `.env`)."""
+        left_out = []
         for path, entry in self.files(".").items():
             target = dest / path
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -462,10 +492,10 @@ class WorkTreeSnapshot(Snapshot):
             link = os.readlink(self.root / path)
             inside = posixpath.normpath(posixpath.join(posixpath.dirname(path), link))
             if link.startswith("/") or inside == ".." or inside.startswith("../"):
-                _refuse_if_read(path, reads)
+                left_out.append(path)
             else:
                 target.symlink_to(link)
-        return dest
+        return ExportedTree(dest, tuple(left_out))
 
 
 def _refuse_if_read(path: str, reads: set[str] | None) -> None:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import posixpath
+import shutil
 import tempfile
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from bot.config import Environment
-from bot.gitrepo import RepoPaths, Snapshot, join, under
+from bot.gitrepo import ExportedTree, RepoPaths, Snapshot, WorkTreeSnapshot, join, under
 from bot.renderers.errors import RenderError
 from bot.renderers.kustomize import KUSTOMIZATION_FILES, kustomization_inputs
 from bot.yamlio import DEFAULT_LIMITS, Limits, parse_documents
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_CONCURRENT_RENDERS = 8
+"""The most renders one job runs at once, however many cores the machine shows: each may take the
+renderer box's memory cap (sandbox.MEMORY_LIMIT), and a worker pod is rarely given that many cores."""
 
 
 @dataclass(frozen=True)
@@ -65,31 +74,121 @@ def is_manifest_file(path: str, root: str = ".") -> bool:
 
 
 def render(snapshot: Snapshot, env: Environment, *, only: set[str] | None = None,
-           limits: Limits = DEFAULT_LIMITS, timeout: float = 60.0, sandbox: bool = True) -> list[Manifest]:
+           limits: Limits = DEFAULT_LIMITS, timeout: float = 60.0, sandbox: bool = True,
+           workspace: Workspace | None = None) -> list[Manifest]:
     """Render `env` at `snapshot`. For a plain tree, `only` limits parsing to those files.
 
     Kustomize and Helm run for at most `timeout` seconds each and, with `sandbox`, in the
-    renderer box (bot/renderers/sandbox.py) or not at all.
+    renderer box (bot/renderers/sandbox.py) or not at all; their output is refused past
+    `limits.max_file_bytes`. They read the snapshot's tree as `workspace` exported it (shared with
+    the job's other renders of that snapshot), or as exported for this render alone.
     """
     kind = kind_of(snapshot, env)
     if kind == "plain":
         return render_plain(snapshot, env.path, only=only, limits=limits)
     reads = render_inputs(snapshot, env)  # what the renderer reads must stay in the repository
-    with tempfile.TemporaryDirectory(prefix="gitops-bot-render-") as tmp:
-        root = snapshot.export(Path(tmp), reads)
+    with contextlib.nullcontext(workspace) if workspace else Workspace() as space:
+        tree = space.tree(snapshot)
+        tree.check(reads)
         if kind == "kustomize":
             from bot.renderers.kustomize import render_kustomize
-            text = render_kustomize(root, env.path, timeout=timeout, sandbox=sandbox)
+            text = render_kustomize(tree.root, env.path, timeout=timeout, sandbox=sandbox,
+                                    max_output=limits.max_file_bytes, paths=space.paths(snapshot))
             source = posixpath.join(env.path, "kustomization.yaml")
         else:
             from bot.renderers.helm import render_helm
             helm = env.helm
-            text = render_helm(root, env.path, release=helm.release if helm else env.name,
+            text = render_helm(tree.root, env.path, release=helm.release if helm else env.name,
                                namespace=env.namespace, values=list(helm.values) if helm else [],
-                               timeout=timeout, sandbox=sandbox)
+                               timeout=timeout, sandbox=sandbox, max_output=limits.max_file_bytes)
             source = posixpath.join(env.path, "Chart.yaml")
     output = f"{kind} output of {env.path}"  # what a parse error's lines count: the rendered text, not a file
     return [Manifest(source, m.doc) for m in to_manifests(parse_documents(text.encode(), output, limits), output)]
+
+
+class Workspace:
+    """Where one job's renders find their trees on disk: each snapshot's tree is exported at most
+    once, on the first render that needs it, and shared by every later one (renders in other
+    threads wait for it); everything is removed on close. Renderers see the whole tree
+    either way, and each render still refuses the links out of the repository that it reads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._directory: Path | None = None
+        self._trees: dict[int, tuple[Snapshot, Future[ExportedTree]]] = {}
+        self._paths: dict[int, tuple[Snapshot, Future[RepoPaths]]] = {}
+        self._exported = 0
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            directory, self._directory = self._directory, None
+            self._trees.clear()
+            self._paths.clear()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def tree(self, snapshot: Snapshot) -> ExportedTree:
+        """`snapshot`'s tree on disk, exported now if no render exported it before."""
+        return self._once(self._trees, snapshot, lambda: self._export(snapshot))
+
+    def paths(self, snapshot: Snapshot) -> RepoPaths:
+        """The exported tree of `snapshot` as read back from disk, for renderers that check what
+        they are about to run on."""
+        return self._once(self._paths, snapshot, lambda: RepoPaths(WorkTreeSnapshot(self.tree(snapshot).root)))
+
+    def _once(self, made: dict[int, Any], snapshot: Snapshot, make: Any) -> Any:
+        with self._lock:
+            entry = made.get(id(snapshot))
+            mine = entry is None
+            if mine:  # the snapshot is kept with it, so that its id is not reused meanwhile
+                entry = made[id(snapshot)] = (snapshot, Future())
+        future = entry[1]
+        if mine:
+            try:
+                future.set_result(make())
+            except BaseException as err:  # every render of this snapshot fails alike
+                future.set_exception(err)
+        return future.result()
+
+    def _export(self, snapshot: Snapshot) -> ExportedTree:
+        with self._lock:
+            if self._directory is None:
+                self._directory = Path(tempfile.mkdtemp(prefix="gitops-bot-render-"))
+            self._exported += 1
+            dest = self._directory / f"tree-{self._exported}"
+        dest.mkdir()
+        return snapshot.export_tree(dest)
+
+
+def render_concurrency() -> int:
+    """How many renders of one job run at once: the cores this process may use (its CPU affinity,
+    and its cgroup's CPU quota where one is set), at most MAX_CONCURRENT_RENDERS."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
+    return max(1, min(cores, MAX_CONCURRENT_RENDERS))
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """The CPUs a container's cgroup (v2, else v1) allows, or None where it sets no quota."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
+        period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
+        return None if int(quota) <= 0 else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 def render_plain(snapshot: Snapshot, path: str, *, only: set[str] | None = None,
