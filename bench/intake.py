@@ -168,7 +168,8 @@ def main() -> int:
           f"load average {os.getloadavg()[0]:.1f}")
     for name, r in results.items():
         print(f"{name:>11}: {r['rate']:8.0f} accepted/s   p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms"
-              f"   CPU per request: server {r['cpu_ms']:.2f} ms, Redis {r['redis_ms']:.2f} ms   (non-2xx: {r['other']})")
+              f"   CPU per request: server {r['cpu_ms']:.2f} ms, Redis {r['redis_ms']:.2f} ms"
+              f"   (non-2xx: {r['other']})")
     print(f"gitops-bot / bare flask: rate {bot['rate'] / bare['rate']:.2f}, p99 {bot['p99_ms'] / bare['p99_ms']:.2f}, "
           f"server CPU per request {bot['cpu_ms'] / bare['cpu_ms']:.2f}")
     # wrk stops counting at the deadline: a request answered after it is a job without a counted 202.

@@ -20,7 +20,7 @@ import pytest
 
 from bot.embedded import free_port
 from bot.forges.github import signature
-from bot.webserver import HEADER_LIMIT, REQUEST_DEADLINE
+from bot.webserver import HEADER_LIMIT, REQUEST_DEADLINE, IntakeWorker
 from tests.conftest import payload
 from tests.harness import ROOT, bot_env
 
@@ -29,12 +29,13 @@ DEADLINE = 2.0  # the request deadline these servers run with; the default is RE
 BODY = json.dumps(payload("github/pull_request.opened"), indent=2).encode()
 
 
-def serve(tmp: Path, redis_url: str, *args: str) -> Iterator[int]:
+def serve(tmp: Path, redis_url: str, *args: str, command: tuple[str, ...] = ("bot", "serve")) -> Iterator[int]:
     port = free_port()
     env = bot_env(tmp, redis_url, 'repos: ["*"]\n', GITHUB_WEBHOOK_SECRET=SECRET)
     log = open(tmp / "serve.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    address = ["--host", "127.0.0.1", "--port", str(port)] if command[0] == "bot" else ["--bind", f"127.0.0.1:{port}"]
+    process = subprocess.Popen([sys.executable, "-m", *command, *address, *args], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -207,3 +208,32 @@ def test_serve_with_its_defaults_answers_a_delivery(tmp_path, redis_server, redi
     for port in serve(tmp_path, redis_server.url):
         status, body, _ = deliver(port, "defaults")
         assert status == 202 and len(body["queued"]) == 1
+
+
+class TightWorker(IntakeWorker):
+    """The intake worker with room for little: 64 KiB per request, 256 KiB beyond that per worker."""
+
+    small_request, large_requests = 64 * 1024, 256 * 1024
+
+
+def test_large_arriving_requests_share_a_budget_past_which_they_are_refused(tmp_path, redis_server, redis):
+    for port in serve(tmp_path, redis_server.url, "--workers", "1", "--worker-class", f"{__name__}.TightWorker",
+                      "bot.web:create_app()", command=("gunicorn",)):
+        body = b"x" * (250 * 1024)
+        request = (f"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                   "X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256=00\r\n\r\n").encode() + body
+        first, second = (socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2))
+        first.sendall(request[:200 * 1024])  # holds 136 KiB of the 256
+        time.sleep(0.5)
+        second.sendall(request[:200 * 1024])  # would hold 136 more
+        refused = b""
+        while chunk := second.recv(65536):
+            refused += chunk
+        assert refused.startswith(b"HTTP/1.1 503 ")
+        assert refused.endswith(b'{"error":"the server holds too many large requests; redeliver later"}')
+
+        first.sendall(request[200 * 1024:])
+        answer = http.client.HTTPResponse(first)
+        answer.begin()
+        assert (answer.status, json.loads(answer.read())) == (
+            401, {"error": "X-Hub-Signature-256 does not match the body"})
