@@ -403,7 +403,7 @@ def test_keys_that_become_one_json_key_are_refused_when_kubectl_would_pick_at_ra
         bot_reads(text)
     assert "line 4" in caught.value.message
     picks: set[str] = set()
-    for _ in range(40):  # kubectl really does keep either one
+    for _ in range(150):  # kubectl really does keep either one; Go's map order gives one about 1 time in 8
         picks.add(json.dumps(kubectl_reads(tmp_path, text)[0]["spec"]))
         if len(picks) == 2:
             break
