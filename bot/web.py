@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import orjson
 import redis
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wsgi import get_input_stream
 
 from bot.config import ServerConfig, load_server_config
 from bot import dashboard
@@ -24,6 +26,8 @@ from bot.settings import Settings
 
 MAX_BODY = 25 * 1024 * 1024
 log = logging.getLogger("gitops_bot.web")
+Answer = tuple[int, dict[str, Any]]
+"""A webhook's answer: status code and JSON body."""
 
 
 def create_app(settings: Settings | None = None, server: ServerConfig | None = None,
@@ -49,30 +53,41 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Response:
         if err.code == 413:
-            return too_large()
+            return answer(413, **too_large()[1])
         return answer(err.code or 500, error=err.description or err.name)
 
-    def too_large() -> Response:
-        return answer(413, error=f"body is over {MAX_BODY // (1024 * 1024)} MiB")
+    def too_large() -> Answer:
+        return 413, {"error": f"body is over {MAX_BODY // (1024 * 1024)} MiB"}
 
     @app.route("/webhooks/<forge>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def webhook(forge: str) -> Response:
+        if request.method != "POST" and webhook_parser(forge) is not None:
+            return answer(405, error="webhooks are delivered with POST")
+        code, body = receive(forge, request.environ)
+        return answer(code, **body)
+
+    def receive(forge: str, environ: dict[str, Any]) -> Answer:
+        """One delivery to /webhooks/<forge>: verified, parsed, de-duplicated and queued; its answer."""
         parser = webhook_parser(forge)
         if parser is None:
-            return answer(404, error=f"no webhook endpoint for {forge!r}")
-        if request.method != "POST":
-            return answer(405, error="webhooks are delivered with POST")
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        body = request.get_data(cache=False)
+            return 404, {"error": f"no webhook endpoint for {forge!r}"}
+        try:  # as Flask's request.get_data() reads it, without the request around it
+            body = get_input_stream(environ, max_content_length=MAX_BODY + 1).read()
+        except RequestEntityTooLarge:
+            return too_large()
         if len(body) > MAX_BODY:
             return too_large()
+        headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items()
+                   if key.startswith("HTTP_") and key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH")}
+        headers.update((key.replace("_", "-").lower(), environ[key]) for key in ("CONTENT_TYPE", "CONTENT_LENGTH")
+                       if environ.get(key))
         try:
             delivery = parser(headers, body, settings)
         except WebhookError as err:
             # Not the event header: unverified senders must not mint label values.
             WEBHOOKS.labels(forge, "unverified", f"refused_{err.status}").inc()
             log.info("webhook refused", extra={"forge": forge, "status": err.status, "reason": err.message})
-            return answer(err.status, error=err.message)
+            return err.status, {"error": err.message}
         decision = plan(delivery.event, server, forge_web_urls)
         context = {"forge": forge, "delivery": delivery.delivery_id, "event": delivery.event_name}
         repo = event_repo(delivery.event)
@@ -81,27 +96,49 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
         WEBHOOKS.labels(forge, delivery.event_name, outcome).inc()
         return response
 
-    def _act(decision, delivery, repo, entry, context) -> tuple[str, Response]:  # type: ignore[no-untyped-def]
+    def _act(decision, delivery, repo, entry, context) -> tuple[str, Answer]:  # type: ignore[no-untyped-def]
         if not decision.jobs and not decision.cancel:
             log.info("webhook ignored", extra={**context, "reason": decision.ignored})
             try:
                 store.note({**entry, "outcome": decision.ignored})
             except redis.RedisError:
                 pass  # the answer does not depend on the log of deliveries
-            return "ignored", answer(200, ignored=decision.ignored)
+            return "ignored", (200, {"ignored": decision.ignored})
         try:
             job_ids = store.accept(repo, delivery.delivery_id, decision, entry)
         except redis.RedisError as err:
             log.warning("queue unreachable", extra={**context, "error": type(err).__name__})
-            return "unavailable", answer(503, error="the queue is unreachable; redeliver later")
+            return "unavailable", (503, {"error": "the queue is unreachable; redeliver later"})
         if job_ids is None:
             log.info("webhook duplicate", extra=context)
-            return "duplicate", answer(200, duplicate=True)
+            return "duplicate", (200, {"duplicate": True})
         if not job_ids:
             log.info("webhook recorded", extra={**context, "reason": decision.ignored})
-            return "ignored", answer(200, ignored=decision.ignored)
+            return "ignored", (200, {"ignored": decision.ignored})
         log.info("webhook queued", extra={**context, "jobs": job_ids})
-        return "queued", answer(202, queued=job_ids)
+        return "queued", (202, {"queued": job_ids})
+
+    flask_wsgi = app.wsgi_app
+
+    def deliveries_first(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """POSTs to /webhooks/<forge> go straight to `receive`, without Flask's request context,
+        routing and response objects (intake's hot path); their answers are Flask's to the byte.
+        Everything else goes to Flask."""
+        path = environ.get("PATH_INFO", "")
+        forge = path[len("/webhooks/"):] if path.startswith("/webhooks/") else ""
+        if environ.get("REQUEST_METHOD") != "POST" or not forge or "/" in forge:
+            return flask_wsgi(environ, start_response)
+        try:
+            code, body = receive(forge, environ)
+        except Exception:  # as Flask answers and logs what the app did not expect
+            log.exception("webhook failed", extra={"forge": forge})
+            code, body = 500, {"error": InternalServerError.description}
+        payload = orjson.dumps(body)
+        start_response(f"{code} {HTTP_STATUS_CODES[code].upper()}",
+                       [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        return [payload]
+
+    app.wsgi_app = deliveries_first  # type: ignore[method-assign]
 
     @app.get("/healthz")
     def healthz() -> Response:
