@@ -37,18 +37,29 @@ def run_once(redis, wait: float | None, retries: int = 3, function=rate_limited)
     return queue, job
 
 
-def scheduled_in(queue, job) -> float:
-    return ScheduledJobRegistry(queue=queue).get_scheduled_time(job).timestamp() - time.time()
+class Window:
+    """When a retry is scheduled, as seen from outside the worker: the failure came between the
+    worker's start and its end, and a loaded machine may take seconds between them."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+
+    def scheduled_in(self, queue, job) -> tuple[float, float]:
+        """The least and the most the delay after the failure can be."""
+        at = ScheduledJobRegistry(queue=queue).get_scheduled_time(job).timestamp()
+        return at - time.time(), at - self.started
 
 
 def test_the_retry_waits_as_long_as_the_forge_said(redis):
-    queue, job = run_once(redis, 42.3)
-    assert 41 < scheduled_in(queue, job) <= 43.5
+    window = Window()
+    least, most = window.scheduled_in(*run_once(redis, 42.3))
+    assert 42 <= most and least <= 43.5  # the forge's 42.3 s, rounded up; RQ keeps whole seconds
 
 
 def test_without_a_word_from_the_forge_the_usual_back_off_applies(redis):
-    queue, job = run_once(redis, None)
-    assert 3 < scheduled_in(queue, job) <= 5.5
+    window = Window()
+    least, most = window.scheduled_in(*run_once(redis, None))
+    assert 4 <= most and least <= 5.5
 
 
 def test_with_no_retries_left_the_failure_is_visible(redis):
@@ -91,11 +102,15 @@ def rate_limited_in_turn(_: None) -> None:
 
 def test_the_forges_wait_replaces_one_retrys_back_off_not_the_later_ones(redis):
     WAITS[:] = [42.3, None]
+    window = Window()
     queue, job = run_once(redis, None, function=rate_limited_in_turn)
-    assert 41 < scheduled_in(queue, job) <= 43.5
+    least, most = window.scheduled_in(queue, job)
+    assert 42 <= most and least <= 43.5
     job.refresh()
     assert job.retry_intervals == [43, 30, 120]
     queue.scheduled_job_registry.remove(job)
     queue.enqueue_job(job)
+    window = Window()
     SimpleWorker([queue], connection=redis).work(burst=True, with_scheduler=False)
-    assert 28 < scheduled_in(queue, job) <= 30.5  # the job's own back-off, for a forge naming no wait
+    least, most = window.scheduled_in(queue, job)
+    assert 29 <= most and least <= 30.5  # the job's own back-off, for a forge naming no wait
