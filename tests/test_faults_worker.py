@@ -283,7 +283,7 @@ def test_a_deploy_whose_worker_is_killed_is_finished_by_its_retry_as_one_forge_d
     assert merge_job in bot.release_retries()
     started = time.monotonic()
     bot.work()
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 120  # waiting for the lock would take 310 s
     assert bot.job(merge_job).get_status() == bot.job(push_job).get_status() == JobStatus.FINISHED
     assert bot.job(push_job).return_value() == {"staging": {"state": "joined"}}
     assert github.deployments[REPO] == [deployment]
@@ -331,7 +331,7 @@ def test_a_gitlab_rate_limit_mid_deploy_is_waited_out_by_the_queue_not_under_the
     mr.deliver_merge(merged)  # the merge request's job (it replies on !7), then the push's
     merge_job, push_job = bot.store.queue("deploy").get_job_ids()
     worker = bot.spawn_worker(burst=True)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + wait - 5  # python-gitlab would sleep the whole wait, five times over
     while {bot.job(j).get_status() for j in (merge_job, push_job)} != {JobStatus.SCHEDULED}:
         assert time.monotonic() < deadline, "the worker is waiting out the rate limit itself"
         time.sleep(0.1)
