@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import math
+import multiprocessing
+import os
 import re
 import selectors
 import socket
@@ -37,6 +40,10 @@ forge's delivery shows failed and can be redelivered) and its connection closes.
 LINGER = 2.0
 """Seconds a closing connection is kept to swallow what the client still sends (the rest of a
 body refused as too large, say), so that its answer is not lost to a reset."""
+
+REBALANCE = 0.05
+"""Seconds between looks, by a worker holding more than its share of connections, at whether it
+may take new ones again."""
 
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
@@ -181,6 +188,44 @@ class Connection(TConn):
             self.sock.close()
 
 
+class Balance:
+    """How many connections each worker of one server holds, in memory they share.
+
+    A worker takes a new connection only while it holds no more than the mean (rounded up), so
+    the emptiest always may: kept-alive clients (wrk, an ingress's upstream pool) would otherwise stay with whichever
+    worker woke first, one worker serving most of them while the others idle. Each worker writes
+    only its own slot; a slot not written for `STALE` seconds is a worker that is gone.
+    """
+
+    SLOTS = 64
+    STALE = 3.0
+
+    def __init__(self) -> None:
+        self._slots = multiprocessing.RawArray("d", 3 * self.SLOTS)  # pid, connections, when written
+        self._mine = -1
+
+    def claim(self, first: int) -> None:
+        """Take the first free slot from `first` on (a worker's age, so that workers started together
+        start apart)."""
+        now = time.monotonic()
+        for step in range(self.SLOTS):
+            slot = (first + step) % self.SLOTS
+            if now - self._slots[3 * slot + 2] > self.STALE or self._slots[3 * slot] == os.getpid():
+                self._mine = slot
+                self.report(0)
+                return
+
+    def report(self, connections: int) -> None:
+        if self._mine >= 0:
+            self._slots[3 * self._mine:3 * self._mine + 3] = [os.getpid(), connections, time.monotonic()]
+
+    def my_turn(self, connections: int) -> bool:
+        """Whether a worker holding `connections` may take one more."""
+        now, slots = time.monotonic(), self._slots[:]
+        held = [slots[i + 1] for i in range(0, len(slots), 3) if now - slots[i + 2] <= self.STALE]
+        return not held or connections <= math.ceil(sum(held) / len(held))
+
+
 class IntakeWorker(ThreadWorker):
     """gunicorn's threaded worker, with requests read by its event loop instead of its threads.
 
@@ -192,6 +237,13 @@ class IntakeWorker(ThreadWorker):
     deadline = REQUEST_DEADLINE
     read_limit = MAX_BODY + 1
     small_request, large_requests = SMALL_REQUEST, LARGE_REQUESTS
+    balance: Balance | None = None
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """In the arbiter, before any worker is forked: the memory the workers will share."""
+        super().check_config(cfg, log)
+        cls.balance = Balance()
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -206,7 +258,16 @@ class IntakeWorker(ThreadWorker):
         gc.collect()
         gc.freeze()
 
+    def init_process(self) -> None:
+        if self.balance is not None:
+            self.balance.claim(self.age)
+        self._balanced_at = 0.0
+        super().init_process()
+
     def accept(self, listener: socket.socket) -> None:
+        if self.balance is not None and not self.balance.my_turn(self.nr_conns):
+            self.worker_connections = self.nr_conns  # gthread's loop stops accepting; see `_rebalance`
+            return
         try:
             sock, client = listener.accept()
         except (BlockingIOError, ConnectionAbortedError):
@@ -372,4 +433,21 @@ class IntakeWorker(ThreadWorker):
         first = next(iter(self.arriving), None)
         if first is not None and first.arrival is not None:  # wake for the first deadline
             timeout = min(timeout, max(first.arrival.deadline - time.monotonic(), 0.0))
+        if self.balance is not None:
+            timeout = min(timeout, self._rebalance())
         super().wait_for_and_dispatch_events(timeout)
+
+    def _rebalance(self) -> float:
+        """Tell the others what this worker holds; while it holds more than its share, look again
+        every `REBALANCE` seconds whether it may accept. Returns how long the loop may sleep."""
+        assert self.balance is not None
+        self.balance.report(self.nr_conns)
+        if self.worker_connections >= self.cfg.worker_connections:
+            return 1.0
+        now = time.monotonic()
+        if now - self._balanced_at >= REBALANCE:
+            self._balanced_at = now
+            if self.balance.my_turn(self.nr_conns):
+                self.worker_connections = self.cfg.worker_connections
+                return 1.0
+        return REBALANCE

@@ -7,12 +7,14 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -237,3 +239,24 @@ def test_large_arriving_requests_share_a_budget_past_which_they_are_refused(tmp_
         answer.begin()
         assert (answer.status, json.loads(answer.read())) == (
             401, {"error": "X-Hub-Signature-256 does not match the body"})
+
+
+def test_connections_spread_evenly_over_the_workers(tmp_path, redis_server, redis):
+    if not shutil.which("ss"):
+        pytest.skip("needs ss (iproute2) to see which worker holds which connection")
+    for port in serve(tmp_path, redis_server.url, "--workers", "3", "--threads", "1"):
+        # Connections that stay (kept alive, or still arriving) would otherwise stay with whichever
+        # worker woke first.
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]
+        deadline = time.monotonic() + 5
+        while True:
+            out = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+                                 capture_output=True, text=True, check=True).stdout
+            per_worker = Counter(line.split("pid=")[1].split(",")[0] for line in out.splitlines() if "pid=" in line)
+            if sum(per_worker.values()) == 30 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert sum(per_worker.values()) == 30 and len(per_worker) == 3, per_worker
+        assert max(per_worker.values()) - min(per_worker.values()) <= 2, per_worker
+        for sock in held:
+            sock.close()

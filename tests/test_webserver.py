@@ -1,10 +1,13 @@
-"""Where an arriving request ends: a table of tiny requests, fed whole and byte by byte."""
+"""Where an arriving request ends: a table of tiny requests, fed whole and byte by byte; how
+workers share connections."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
-from bot.webserver import HEADER_LIMIT, Arrival
+from bot.webserver import HEADER_LIMIT, Arrival, Balance
 
 LIMIT = 100  # the most body bytes the application reads, in this table: it refuses a body that reaches it
 
@@ -79,3 +82,18 @@ def test_headers_past_their_limit_are_refused_before_they_end():
 ])
 def test_100_continue_is_due_only_while_an_http_1_1_client_waits_for_it(request_, due):
     assert arrival(request_).continue_due is due
+
+
+def test_a_worker_takes_connections_only_up_to_the_mean_of_the_live_workers():
+    shared = Balance()
+    workers = [copy.copy(shared) for _ in range(3)]  # one view of the shared memory per worker
+    for age, worker in enumerate(workers, 1):
+        worker.claim(age)
+    for worker, held in zip(workers, (6, 2, 1)):
+        worker.report(held)
+    assert [worker.my_turn(held) for worker, held in zip(workers, (6, 2, 1))] == [False, True, True]
+    assert workers[1].my_turn(3) and not workers[1].my_turn(4)
+
+    shared._slots[3 * 1 + 2] -= Balance.STALE + 1  # the first worker has not written for a while: gone
+    assert workers[1].my_turn(2) and not workers[1].my_turn(3)
+    assert Balance().my_turn(1000)  # alone, nothing to balance against
