@@ -266,7 +266,8 @@ class IntakeWorker(ThreadWorker):
 
     def accept(self, listener: socket.socket) -> None:
         if self.balance is not None and not self.balance.my_turn(self.nr_conns):
-            self.worker_connections = self.nr_conns  # gthread's loop stops accepting; see `_rebalance`
+            self.worker_connections = self.nr_conns  # gthread's loop keeps it so; see `_rebalance`
+            self.set_accept_enabled(False)
             return
         try:
             sock, client = listener.accept()
@@ -449,5 +450,6 @@ class IntakeWorker(ThreadWorker):
             self._balanced_at = now
             if self.balance.my_turn(self.nr_conns):
                 self.worker_connections = self.cfg.worker_connections
+                self.set_accept_enabled(True)  # now, not after the wait this precedes
                 return 1.0
         return REBALANCE

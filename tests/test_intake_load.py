@@ -247,7 +247,13 @@ def test_connections_spread_evenly_over_the_workers(tmp_path, redis_server, redi
     for port in serve(tmp_path, redis_server.url, "--workers", "3", "--threads", "1"):
         # Connections that stay (kept alive, or still arriving) would otherwise stay with whichever
         # worker woke first.
+        started = time.monotonic()
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]
+        for sock in held:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        for sock in held:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert time.monotonic() - started < 1.0, "a worker over its share held up the connections"
         deadline = time.monotonic() + 5
         while True:
             out = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
