@@ -322,15 +322,13 @@ def bench_kustomize(tmp: Path, overlays: int, repeat: int) -> None:
 def helm_repo(root: Path, environments: int) -> tuple[Path, str, str]:
     """One chart, `environments` environments with a values file each. Returns (repo, base, head)."""
     repo = init_repo(root)
+    named = ("name: app-0000\n  namespace: team-00", "name: {{ .Release.Name }}\n  namespace: {{ .Release.Namespace }}")
     files = {"chart/Chart.yaml": "apiVersion: v2\nname: app\nversion: 0.1.0\n",
              "chart/values.yaml": "replicas: 1\nimage: registry.example.com/app:1.0.0\n",
-             "chart/templates/deployment.yaml": manifest("deployment", 0).replace(
-                 "replicas: 2", "replicas: {{ .Values.replicas }}").replace(
-                 "name: app-0000\n  namespace: team-00", "name: {{ .Release.Name }}\n  namespace: {{ .Release.Namespace }}"),
-             "chart/templates/service.yaml": manifest("service", 0).replace(
-                 "name: app-0000\n  namespace: team-00", "name: {{ .Release.Name }}\n  namespace: {{ .Release.Namespace }}"),
-             "chart/templates/configmap.yaml": manifest("configmap", 0).replace(
-                 "name: app-0000\n  namespace: team-00", "name: {{ .Release.Name }}\n  namespace: {{ .Release.Namespace }}")}
+             **{f"chart/templates/{kind}.yaml": manifest(kind, 0).replace(*named)
+                for kind in ("deployment", "service", "configmap")}}
+    files["chart/templates/deployment.yaml"] = files["chart/templates/deployment.yaml"].replace(
+        "replicas: 2", "replicas: {{ .Values.replicas }}")
     config: dict[str, Any] = {"environments": {}}
     for i in range(environments):
         files[f"chart/values-env-{i:02d}.yaml"] = f"replicas: {i % 5 + 1}\n"
