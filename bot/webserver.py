@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 from gunicorn import http
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from bot.web import MAX_BODY
 
@@ -424,6 +424,10 @@ class IntakeWorker(ThreadWorker):
             if conn.arrival is not None and conn.arrival.deadline > now:
                 break
             self._drop(conn, (408, f"the request did not arrive within {self.deadline:g} s"))
+        if not self.alive:  # stopping: connections that sent nothing yet go as kept-alive ones do
+            for conn in [c for c in self.arriving if c.arrival is not None and not c.arrival.data]:
+                if now - conn.arrival.deadline + self.deadline >= STOP_KEEPALIVE_LINGER:
+                    self._drop(conn, None)
         while self.lingering:
             conn, until = next(iter(self.lingering.items()))
             if until > now:

@@ -8,6 +8,7 @@ import http.client
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,13 +32,16 @@ DEADLINE = 2.0  # the request deadline these servers run with; the default is RE
 BODY = json.dumps(payload("github/pull_request.opened"), indent=2).encode()
 
 
-def serve(tmp: Path, redis_url: str, *args: str, command: tuple[str, ...] = ("bot", "serve")) -> Iterator[int]:
+def serve(tmp: Path, redis_url: str, *args: str, command: tuple[str, ...] = ("bot", "serve"),
+          started: list[subprocess.Popen] | None = None) -> Iterator[int]:
     port = free_port()
     env = bot_env(tmp, redis_url, 'repos: ["*"]\n', GITHUB_WEBHOOK_SECRET=SECRET)
     log = open(tmp / "serve.log", "w")
     address = ["--host", "127.0.0.1", "--port", str(port)] if command[0] == "bot" else ["--bind", f"127.0.0.1:{port}"]
     process = subprocess.Popen([sys.executable, "-m", *command, *address, *args], cwd=ROOT, env=env, stdout=log,
                                stderr=subprocess.STDOUT)
+    if started is not None:
+        started.append(process)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -266,3 +270,22 @@ def test_connections_spread_evenly_over_the_workers(tmp_path, redis_server, redi
         assert max(per_worker.values()) - min(per_worker.values()) <= 2, per_worker
         for sock in held:
             sock.close()
+
+
+def test_stopping_answers_a_delivery_in_flight_and_closes_silent_connections(tmp_path, redis_server, redis):
+    started: list[subprocess.Popen] = []
+    for port in serve(tmp_path, redis_server.url, "--workers", "1", started=started):
+        silent = socket.create_connection(("127.0.0.1", port))
+        request = raw_request(delivery="in-flight")
+        in_flight = socket.create_connection(("127.0.0.1", port), timeout=10)
+        in_flight.sendall(request[:500])
+        time.sleep(0.3)
+        stop = time.monotonic()
+        started[0].send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        in_flight.sendall(request[500:])
+        answer = http.client.HTTPResponse(in_flight)
+        answer.begin()
+        assert answer.status == 202 and answer.getheader("Connection") == "close"
+        assert started[0].wait(10) == 0 and time.monotonic() - stop < 5
+        assert silent.recv(65536) == b""
