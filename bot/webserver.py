@@ -192,9 +192,10 @@ class Balance:
     """How many connections each worker of one server holds, in memory they share.
 
     A worker takes a new connection only while it holds no more than the mean (rounded up), so
-    the emptiest always may: kept-alive clients (wrk, an ingress's upstream pool) would otherwise stay with whichever
-    worker woke first, one worker serving most of them while the others idle. Each worker writes
-    only its own slot; a slot not written for `STALE` seconds is a worker that is gone.
+    the emptiest always may. Kept-alive clients (wrk, an ingress's pool of upstream connections)
+    would otherwise stay with whichever worker woke first: one worker serving most of them while
+    the others idle. Each worker writes only its own slot; a slot not written for `STALE` seconds
+    is a worker that is gone.
     """
 
     SLOTS = 64
@@ -210,7 +211,7 @@ class Balance:
         now = time.monotonic()
         for step in range(self.SLOTS):
             slot = (first + step) % self.SLOTS
-            if now - self._slots[3 * slot + 2] > self.STALE or self._slots[3 * slot] == os.getpid():
+            if now - self._slots[3 * slot + 2] > self.STALE:
                 self._mine = slot
                 self.report(0)
                 return
@@ -304,7 +305,7 @@ class IntakeWorker(ThreadWorker):
         """Read what has come; True once the request is ready."""
         while True:
             try:
-                data = conn.sock.recv(262144)
+                data = conn.sock.recv(65536)
             except BlockingIOError:
                 return False
             except OSError:

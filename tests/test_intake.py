@@ -104,5 +104,6 @@ def test_a_redis_that_forgot_the_intake_script_still_records_and_queues(redis):
     for delivery in ("before", "after"):
         redis.script_flush()
         answer = client.post("/webhooks/github", data=raw, headers={
-            "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": signature("s", raw)})
+            "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": signature("s", raw)})
         assert answer.status_code == 202 and len(answer.get_json()["queued"]) == 1
