@@ -118,7 +118,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=3, help="gunicorn workers, for both servers "
                         "(`gitops-bot serve`'s default)")
-    parser.add_argument("--threads-per-worker", type=int, default=4, help="gunicorn threads, for both servers "
+    parser.add_argument("--threads-per-worker", type=int, default=1, help="gunicorn threads, for both servers "
                         "(`gitops-bot serve`'s default)")
     args = parser.parse_args()
     if not shutil.which("wrk"):

@@ -10,6 +10,7 @@ import re
 import selectors
 import socket
 import time
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -230,9 +231,16 @@ class Balance:
 class IntakeWorker(ThreadWorker):
     """gunicorn's threaded worker, with requests read by its event loop instead of its threads.
 
-    The loop buffers each request until it is whole, then a thread runs the application on it: a
-    client that dribbles its headers or body costs its buffer, and is cut off at the deadline.
-    Everything here runs on the loop's thread, except `handle` and what it calls.
+    The loop buffers each request until it is whole, then serves it: a client that dribbles its
+    headers or body costs its buffer, and is cut off at the deadline. With one thread (the
+    default of `gitops-bot serve`) the loop's own thread runs the app, with no hand-off; with
+    more, gunicorn's pool does, and the worker accepts only while a thread is free.
+
+    Every answer closes its connection, as sync workers' do: the next request then waits in the
+    listening socket's one queue for whichever worker is free first. Kept alive, a connection
+    would stay with its worker, each worker with its own queue, and the slowest queue sets the
+    tail (measured with bench/intake.py: p99 about 1.5 times as long).
+    Everything here runs on the loop's thread, except `handle` and what it calls when threads serve.
     """
 
     deadline = REQUEST_DEADLINE
@@ -249,8 +257,24 @@ class IntakeWorker(ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.arriving: dict[Connection, None] = {}  # in deadline order, as each waits as long
+        self.serving = 0
+        """Requests handed to the app and not answered yet."""
         self.lingering: dict[Connection, float] = {}
         self.large_bytes = 0
+
+    @property  # type: ignore[override]
+    def worker_connections(self) -> int:
+        """gthread's loop accepts while the worker holds fewer connections than this: none while
+        every thread is serving, so that a new connection goes to a worker free to serve it."""
+        return self._connection_limit if self.serving < self.cfg.threads else 0
+
+    @worker_connections.setter
+    def worker_connections(self, value: int) -> None:
+        self._connection_limit = value
+
+    def finish_request(self, conn: Connection, fs: Any) -> None:  # type: ignore[override]
+        self.serving -= 1
+        super().finish_request(conn, fs)
 
     def load_wsgi(self) -> None:
         """Load the app, then leave what it loaded out of the garbage collector's full passes: they
@@ -355,11 +379,18 @@ class IntakeWorker(ThreadWorker):
             conn.parser = http.get_parser(self.cfg, conn.source, conn.client)
         conn.parser.unreader.unread(arrival.take())
         conn.data_ready = True
-        super().enqueue_req(conn)
+        self.serving += 1
+        if self.cfg.threads > 1:
+            super().enqueue_req(conn)
+            return
+        served: Future[bool] = Future()  # one thread: the loop's own serves, with no hand-off
+        served.set_result(self.handle(conn))
+        self.finish_request(conn, served)
 
     def handle_request(self, req: Any, conn: Connection) -> bool:  # type: ignore[override]
         if conn.continued:  # said already, while the body was awaited
             req._expected_100_continue = conn.continued = False
+        req.must_close = True  # the next request goes to whichever worker is free: see the class
         return super().handle_request(req, conn)
 
     def _keepalive_after(self, conn: Connection, keepalive: bool) -> bool:  # type: ignore[override]
@@ -395,6 +426,8 @@ class IntakeWorker(ThreadWorker):
         try:
             conn.sock.shutdown(socket.SHUT_WR)
             conn.sock.setblocking(False)
+            if conn.complete and not _has_data(conn.sock):  # nothing more is coming: no reset to fear
+                raise ConnectionAbortedError
         except OSError:
             conn.sock.close()
             return
@@ -448,7 +481,7 @@ class IntakeWorker(ThreadWorker):
         every `REBALANCE` seconds whether it may accept. Returns how long the loop may sleep."""
         assert self.balance is not None
         self.balance.report(self.nr_conns)
-        if self.worker_connections >= self.cfg.worker_connections:
+        if self._connection_limit >= self.cfg.worker_connections:
             return 1.0
         now = time.monotonic()
         if now - self._balanced_at >= REBALANCE:
@@ -458,3 +491,11 @@ class IntakeWorker(ThreadWorker):
                 self.set_accept_enabled(True)  # now, not after the wait this precedes
                 return 1.0
         return REBALANCE
+
+
+def _has_data(sock: socket.socket) -> bool:
+    """Whether the client sent more than was read."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
