@@ -193,10 +193,10 @@ class Balance:
     """How many connections each worker of one server holds, in memory they share.
 
     A worker takes a new connection only while it holds no more than the mean (rounded up), so
-    the emptiest always may. Kept-alive clients (wrk, an ingress's pool of upstream connections)
-    would otherwise stay with whichever worker woke first: one worker serving most of them while
-    the others idle. Each worker writes only its own slot; a slot not written for `STALE` seconds
-    is a worker that is gone.
+    the emptiest always may. Connections whose requests are still arriving (opened early, or
+    sent slowly) would otherwise gather in whichever worker woke first, and their requests,
+    once whole, be served there one after another while the other workers idle. Each worker
+    writes only its own slot; a slot not written for `STALE` seconds is a worker that is gone.
     """
 
     SLOTS = 64
@@ -392,11 +392,6 @@ class IntakeWorker(ThreadWorker):
             req._expected_100_continue = conn.continued = False
         req.must_close = True  # the next request goes to whichever worker is free: see the class
         return super().handle_request(req, conn)
-
-    def _keepalive_after(self, conn: Connection, keepalive: bool) -> bool:  # type: ignore[override]
-        """A request handed over before its end (refused as too large, or oddly framed) closes its
-        connection: draining the rest would make a thread wait on the client."""
-        return conn.complete and super()._keepalive_after(conn, keepalive)
 
     def _drop(self, conn: Connection, answer: tuple[int, str] | None) -> None:
         """Leave the arrival stage without a request: the client went away, or gets `answer`."""
