@@ -177,7 +177,8 @@ class Connection(TConn):
         self.worker = worker
         self.arrival: Arrival | None = None
         self.complete = False
-        """The request a thread serves arrived to its end (so the connection may be kept alive)."""
+        """The request being served arrived to its end: closing after it needs no lingering unless
+        the client sent more."""
         self.source = DeadlineSocket(self.sock)
         self.continued = False
         """`100 Continue` went out for the request being read."""
