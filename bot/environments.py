@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Literal
 
 import redis
@@ -118,6 +118,48 @@ class Run:
         return self.state in FINAL
 
 
+SYNC_OBJECTS = 50
+"""Drifted and unhealthy objects a sync state names; the counts stay whole."""
+
+
+@dataclass(frozen=True)
+class Sync:
+    """The last comparison of an environment's cluster with its deployed commit (see `bot.drift`).
+
+    `drifted` lists objects as `{"key", "what", "fields", "managers"}`: `what` is `missing` (gone from
+    the cluster), `changed` (fields the bot applied differ, or another field manager now holds them;
+    `fields` names them, `managers` who holds them) or `extra` (carrying the inventory, no longer
+    rendered). `unhealthy` lists objects as `{"key", "health", "message"}`. Each list is cut to
+    `SYNC_OBJECTS`; the counts are whole.
+    """
+
+    sha: str
+    checked: float
+    state: Literal["in_sync", "drifted", "error"]
+    drifted_count: int = 0
+    drifted: tuple[dict[str, Any], ...] = ()
+    compared: int = 0
+    """Objects compared (those rendered plus those found carrying the inventory)."""
+    health: dict[str, int] = field(default_factory=dict)
+    """Objects by health: `healthy`, `progressing`, `degraded`, `unknown` (no health information)."""
+    unhealthy: tuple[dict[str, Any], ...] = ()
+    healed: bool = False
+    """The drift was re-applied (`drift: heal`) after this check found it."""
+    error: str | None = None
+
+    @property
+    def in_sync(self) -> bool:
+        return self.state == "in_sync"
+
+    @classmethod
+    def from_json(cls, raw: bytes | None) -> "Sync | None":
+        if not raw:
+            return None
+        data = json.loads(raw)
+        return cls(**{**data, "drifted": tuple(data.get("drifted") or ()),
+                      "unhealthy": tuple(data.get("unhealthy") or ())})
+
+
 def _load(cls: type, raw: bytes | None) -> Any:
     return cls(**json.loads(raw)) if raw else None
 
@@ -227,6 +269,18 @@ class Environments:
         lock = self.redis.get(self.key(env, "lock"))
         return Status(self.deployed(env), self.hold(env), self.pending(env),
                       lock.decode().split()[1] if lock else None)
+
+    # -- drift and health (`bot.drift`) -------------------------------------------------------------
+    def sync(self, env: EnvRef) -> Sync | None:
+        return Sync.from_json(self.redis.get(self.key(env, "sync")))
+
+    def record_sync(self, env: EnvRef, sync: Sync) -> Sync | None:
+        """Keep the newest check of `env`; returns the one it replaces."""
+        with self.redis.pipeline() as pipe:
+            pipe.getset(self.key(env, "sync"), _dump(sync))
+            pipe.sadd(self._known_key, _dump(env))
+            previous, _ = pipe.execute()
+        return Sync.from_json(previous)
 
     # -- what a prune must look through --------------------------------------------------------------
     def applied_kinds(self, env: EnvRef) -> set[str]:
