@@ -14,7 +14,8 @@ import redis
 from bot import runtime
 from bot.commands import GUARDED, MAX_COMMANDS, USAGE, Command, authorize, parse, synopsis
 from bot.config import REPO_CONFIG_FILE, ConfigError, Environment, RepoConfig
-from bot.environments import HISTORY_LIMIT, EnvRef, Environments, Hold, Record, Status
+from bot.deploy_report import health_summary, unhealthy_total
+from bot.environments import HISTORY_LIMIT, EnvRef, Environments, Hold, Record, Status, Sync
 from bot.events import PullRequest, PullRequestEvent, Repo
 from bot.forges.base import APPROVER_LEVEL, Comment, Forge, MergeRefused, PullState, Reaction
 from bot.gitrepo import GitError
@@ -48,6 +49,8 @@ class EnvState:
     status: Status
     history: tuple[Record, ...] = ()
     """Finished deploys, newest first (as many as the command needs)."""
+    sync: Sync | None = None
+    """The last check of the cluster against the deployed commit; None until the first."""
 
 
 @dataclass(frozen=True)
@@ -280,19 +283,30 @@ def help_text(facts: Facts) -> str:
           ", ".join(env.require) or "nothing"] for env in facts.config.environments])
 
 
+OBJECTS_LISTED = 5
+"""Drifted, and unhealthy, objects `/status` lists below its table per environment; the rest are counted."""
+FIELDS_LISTED = 3
+
+
 def status_table(config: RepoConfig, envs: Mapping[str, EnvState]) -> str:
-    rows = []
+    """A row per environment (deploy, sync, health, lock), then the objects that drifted or are unhealthy."""
+    rows, details = [], []
     for env in config.environments:
         if not env.cluster:
-            rows.append([f"`{env.name}`", f"`{env.branch}`", "diffs only (no cluster)", *[""] * 5])
+            rows.append([f"`{env.name}`", f"`{env.branch}`", "diffs only (no cluster)", *[""] * 7])
             continue
         state = envs[env.name]
         deployed, hold, pending = state.status.deployed, state.status.hold, state.status.pending
         rows.append([f"`{env.name}`", f"`{env.branch}`", f"`{deployed.sha[:7]}`" if deployed else "never",
                      _when(deployed.started) if deployed else "", f"@{deployed.actor}" if deployed else "",
-                     _last_result(state), f"🔒 @{hold.actor}{_because(hold.reason)}" if hold else "",
+                     _last_result(state), _sync_cell(state), _health_cell(state.sync),
+                     f"🔒 @{hold.actor}{_because(hold.reason)}" if hold else "",
                      f"`{pending.sha[:7]}` since {_when(pending.since)}" if pending else ""])
-    return _table(["Environment", "Branch", "Deployed", "When", "By", "Last result", "Lock", "Pending"], rows)
+        if state.sync:
+            details += _sync_details(env.name, state.sync)
+    table = _table(["Environment", "Branch", "Deployed", "When", "By", "Last result", "Sync", "Health", "Lock",
+                    "Pending"], rows)
+    return "\n\n".join([table, *details])
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -308,6 +322,86 @@ def _last_result(state: EnvState) -> str:
         return ""
     last = state.history[0]
     return {"success": "✅", "failure": "❌", "refused": "⛔"}[last.result] + f" {last.result} of `{last.sha[:7]}`"
+
+
+def _sync_cell(state: EnvState) -> str:
+    sync, deployed = state.sync, state.status.deployed
+    if sync is None:
+        return "❓ not checked yet"
+    checked = f"checked {_when(sync.checked)}"
+    if deployed is None or deployed.sha != sync.sha:  # a deploy since: this check is of the commit before it
+        checked += f" against `{sync.sha[:7]}`"
+    if sync.state == "error":
+        return f"❌ check failed: {_words(sync.error or 'no reason given', 120)}; {checked}"
+    if sync.in_sync:
+        return f"✅ in sync: {sync.compared} object{'' if sync.compared == 1 else 's'}, {checked}"
+    healed = " and re-applied" if sync.healed else ""
+    return f"{'🩹' if sync.healed else '⚠️'} {sync.drifted_count} drifted{healed}, {checked}"
+
+
+def _health_cell(sync: Sync | None) -> str:
+    if sync is None or not sync.health:
+        return ""
+    text = health_summary(sync.health)
+    if sync.unhealthy:
+        text += f"; {_unhealthy(sync.unhealthy[0])}"
+    return text
+
+
+def _sync_details(name: str, sync: Sync) -> list[str]:
+    """Short lists, below the table, of the objects that drifted and those not healthy."""
+    sections = []
+    if sync.drifted_count and sync.state == "drifted":
+        what = "drifted and were re-applied" if sync.healed else "drifted"
+        sections.append(_listed(f"**`{name}`**: {_count(sync.drifted_count)} {what}",
+                                [_drifted(item) for item in sync.drifted], sync.drifted_count))
+    unhealthy = unhealthy_total(sync)
+    if unhealthy:
+        sections.append(_listed(f"**`{name}`**: {_count(unhealthy)} not healthy",
+                                [_unhealthy(item) for item in sync.unhealthy], unhealthy))
+    return sections
+
+
+def _listed(head: str, items: list[str], total: int) -> str:
+    lines = [head, *(f"- {item}" for item in items[:OBJECTS_LISTED])]
+    more = total - min(len(items), OBJECTS_LISTED)
+    return "\n".join([*lines, f"- and {more} more"] if more > 0 else lines)
+
+
+def _drifted(item: Mapping[str, Any]) -> str:
+    """`Deployment shop/web` changed: `spec.replicas`, now managed by `kubectl-edit`"""
+    text = f"{_code(item.get('key', '?'))} " + {
+        "missing": "is missing from the cluster", "extra": "is no longer rendered but is still in the cluster",
+    }.get(item.get("what", ""), str(item.get("what", "changed")))
+    fields = list(item.get("fields") or ())
+    if fields:
+        more = len(fields) - FIELDS_LISTED
+        text += ": " + ", ".join(_code(f) for f in fields[:FIELDS_LISTED]) + (f" and {more} more" if more > 0 else "")
+    managers = list(item.get("managers") or ())
+    if managers:
+        text += ", now managed by " + ", ".join(_code(m) for m in managers[:FIELDS_LISTED])
+    return text
+
+
+def _unhealthy(item: Mapping[str, Any]) -> str:
+    """`Deployment shop/web` degraded: `its rollout exceeded its progress deadline`"""
+    message = _words(str(item.get("message") or ""), 100)
+    return f"{_code(item.get('key', '?'))} {_words(str(item.get('health', 'unhealthy')), 20)}" + (
+        f": {_code(message)}" if message else "")
+
+
+def _count(number: int) -> str:
+    return f"{number} object{'' if number == 1 else 's'}"
+
+
+def _code(text: Any) -> str:
+    """Inline code, which the forge renders as it is: no mention, link or markup from the cluster's words."""
+    return f"`{_words(str(text), 200).replace('`', chr(39))}`"
+
+
+def _words(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _when(timestamp: float) -> str:
@@ -482,7 +576,7 @@ class Executor:
 
     def _env_states(self, config: RepoConfig | None, history: int) -> dict[str, EnvState]:
         refs = {env.name: self._ref(env) for env in (config.environments if config else ()) if env.cluster}
-        return {name: EnvState(self.envs.status(ref), tuple(self.envs.history(ref, history)))
+        return {name: EnvState(self.envs.status(ref), tuple(self.envs.history(ref, history)), self.envs.sync(ref))
                 for name, ref in refs.items()}
 
     def _ref(self, env: Environment) -> EnvRef:

@@ -11,6 +11,7 @@ import pytest
 
 from bot import runtime, slash
 from bot.config import Cluster, ServerConfig
+from bot.environments import EnvRef, Environments, Sync
 from bot.events import Repo
 from bot.forges.base import Comment, MergeRefused, PullState, TransientForgeError
 from bot.queue import Store
@@ -117,6 +118,24 @@ def test_the_permission_is_looked_up_once_and_only_for_guarded_commands(rt, repo
     run(rt, repo, "/lock staging\n/unlock staging\n/status", comment_id=2)
     assert forge.looked_up == 1
     assert forge.reactions == ["eyes", "+1", "eyes", "+1"]
+
+
+def test_status_reads_each_environments_last_sync_check(rt, repo, forge):
+    run(rt, repo, "/status", comment_id=1)
+    assert "| ❓ not checked yet |" in forge.comments[0]
+
+    checked = time.time()
+    Environments(rt.store.redis, rt.settings.name).record_sync(EnvRef("github", "acme/infra", "staging"), Sync(
+        "d" * 40, checked, "drifted", 2, ({"key": "apps/Deployment shop/web", "what": "changed",
+                                            "fields": ["spec.replicas"], "managers": ["kubectl-edit"]},),
+        compared=12, health={"healthy": 11, "degraded": 1},
+        unhealthy=({"key": "apps/Deployment shop/web", "health": "degraded", "message": "quota exceeded"},)))
+    run(rt, repo, "/status", comment_id=2)
+    answer = forge.comments[1]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(checked))
+    assert f"| ⚠️ 2 drifted, checked {when} against `ddddddd` | 11 healthy, 1 degraded; " in answer
+    assert ("**`staging`**: 2 objects drifted\n- `apps/Deployment shop/web` changed: `spec.replicas`, now managed by "
+            "`kubectl-edit`\n- and 1 more") in answer
 
 
 def test_the_bots_own_comment_is_ignored_without_a_word(rt, repo, forge):

@@ -8,7 +8,7 @@ import pytest
 
 from bot.commands import parse
 from bot.config import Environment, RepoConfig
-from bot.environments import Hold, Pending, Record, Status
+from bot.environments import Hold, Pending, Record, Status, Sync
 from bot.forges.base import PullState
 from bot.slash import (EnvState, Facts, Lock, Merge, Outcome, Recompute, Rollback, Unlock, decide, final_reaction,
                        previous_deploy, reply)
@@ -131,11 +131,87 @@ def test_status_shows_each_environment_with_its_deploy_lock_and_pending_commit()
     staging = EnvState(Status(record("c", started=0.0), hold, pending, None), (record("d", "failure"),))
     production = EnvState(replace(NOTHING, deploying="f" * 40))
     table = text("/status", facts(staging=staging, production=production)).splitlines()
-    assert table[0] == "| Environment | Branch | Deployed | When | By | Last result | Lock | Pending |"
+    assert table[0] == "| Environment | Branch | Deployed | When | By | Last result | Sync | Health | Lock | Pending |"
     assert table[2] == ("| `staging` | `main` | `ccccccc` | 1970-01-01 00:00 UTC | @alice | ❌ failure of `ddddddd` "
-                        "| 🔒 @bob: incident \\| 42 | `eeeeeee` since 1970-01-01 00:01 UTC |")
-    assert table[3] == "| `production` | `production` | never |  |  | ⏳ deploying `fffffff` |  |  |"
-    assert table[4] == "| `docs` | `main` | diffs only (no cluster) |  |  |  |  |  |"
+                        "| ❓ not checked yet |  | 🔒 @bob: incident \\| 42 | `eeeeeee` since 1970-01-01 00:01 UTC |")
+    assert table[3] == "| `production` | `production` | never |  |  | ⏳ deploying `fffffff` | ❓ not checked yet |  |  |  |"
+    assert table[4] == "| `docs` | `main` | diffs only (no cluster) |  |  |  |  |  |  |  |"
+    assert len(table) == 5  # nothing drifted or unhealthy to list below it
+
+
+DEPLOYED = replace(NOTHING, deployed=record("c"))
+CHECKED = 1_700_000_100.0  # 2023-11-14 22:15 UTC
+
+
+def drift(key: str, what: str = "changed", fields: tuple[str, ...] = ("spec.replicas",),
+          managers: tuple[str, ...] = ("kubectl-edit",)) -> dict:
+    return {"key": key, "what": what, "fields": list(fields), "managers": list(managers)}
+
+
+def status_of(sync: Sync, status: Status = DEPLOYED) -> list[str]:
+    """The /status answer for `staging` with `sync`: its row's Sync and Health cells, then what follows the table."""
+    lines = text("/status", facts(staging=EnvState(status, (record("c"),), sync))).split("\n")
+    cells = [cell.strip() for cell in lines[2].strip("|").split(" | ")]
+    assert lines[5:6] in ([], [""])  # the table ends after docs, the last environment
+    return [cells[6], cells[7], *lines[6:]]
+
+
+@pytest.mark.parametrize("sync, status, cell", [
+    (Sync("c" * 40, CHECKED, "in_sync", compared=41), DEPLOYED,
+     "✅ in sync: 41 objects, checked 2023-11-14 22:15 UTC"),
+    (Sync("c" * 40, CHECKED, "drifted", 3, (drift("Deployment shop/web"),), compared=41), DEPLOYED,
+     "⚠️ 3 drifted, checked 2023-11-14 22:15 UTC"),
+    (Sync("c" * 40, CHECKED, "drifted", 1, (drift("Deployment shop/web"),), compared=41, healed=True), DEPLOYED,
+     "🩹 1 drifted and re-applied, checked 2023-11-14 22:15 UTC"),
+    (Sync("c" * 40, CHECKED, "error", error="cluster staging:\n connection | refused"), DEPLOYED,
+     "❌ check failed: cluster staging: connection \\| refused; checked 2023-11-14 22:15 UTC"),
+    (Sync("b" * 40, CHECKED, "in_sync", compared=2), DEPLOYED,  # checked before `ccccccc` was deployed
+     "✅ in sync: 2 objects, checked 2023-11-14 22:15 UTC against `bbbbbbb`"),
+])
+def test_status_shows_the_sync_state_and_when_it_was_checked(sync, status, cell):
+    assert status_of(sync, status)[0] == cell
+
+
+def test_status_shows_health_naming_the_first_unhealthy_object_and_why():
+    sync = Sync("c" * 40, CHECKED, "in_sync", compared=17, health={"healthy": 12, "progressing": 1, "unknown": 4},
+                unhealthy=({"key": "apps/Deployment shop/web", "health": "progressing",
+                            "message": "Waiting for rollout: 1 of 3 updated replicas are available"},))
+    sync_cell, health, *below = status_of(sync)
+    assert sync_cell.startswith("✅ in sync: 17 objects")
+    assert health == ("12 healthy, 1 progressing, 4 without health information; `apps/Deployment shop/web` "
+                      "progressing: `Waiting for rollout: 1 of 3 updated replicas are available`")
+    assert below == ["**`staging`**: 1 object not healthy",
+                     "- `apps/Deployment shop/web` progressing: `Waiting for rollout: 1 of 3 updated replicas are "
+                     "available`"]
+
+
+def test_status_lists_a_few_drifted_and_unhealthy_objects_below_the_table_and_counts_the_rest():
+    drifted = (drift("apps/Deployment shop/web", fields=("spec.replicas", "spec.template.spec.containers[web].image",
+                                                         "metadata.labels.tier", "metadata.labels.team")),
+               drift("ConfigMap shop/settings", "missing", (), ()),
+               drift("Service shop/old", "extra", (), ()),
+               *(drift(f"ConfigMap shop/cm-{i}", "missing", (), ()) for i in range(4)))
+    unhealthy = tuple({"key": f"apps/Deployment shop/w{i}", "health": "degraded", "message": "quota `exceeded`\n@bob"}
+                      for i in range(6))
+    sync = Sync("c" * 40, CHECKED, "drifted", 9, drifted, compared=50,
+                health={"healthy": 40, "degraded": 8, "unknown": 2}, unhealthy=unhealthy)
+    sync_cell, health, *below = status_of(sync)
+    assert sync_cell == "⚠️ 9 drifted, checked 2023-11-14 22:15 UTC"
+    assert health.startswith("40 healthy, 8 degraded, 2 without health information; `apps/Deployment shop/w0` "
+                             "degraded: `quota 'exceeded' @bob`")
+    assert below == [
+        "**`staging`**: 9 objects drifted",
+        "- `apps/Deployment shop/web` changed: `spec.replicas`, `spec.template.spec.containers[web].image`, "
+        "`metadata.labels.tier` and 1 more, now managed by `kubectl-edit`",
+        "- `ConfigMap shop/settings` is missing from the cluster",
+        "- `Service shop/old` is no longer rendered but is still in the cluster",
+        "- `ConfigMap shop/cm-0` is missing from the cluster",
+        "- `ConfigMap shop/cm-1` is missing from the cluster",
+        "- and 4 more",
+        "",
+        "**`staging`**: 8 objects not healthy",
+        *(f"- `apps/Deployment shop/w{i}` degraded: `quota 'exceeded' @bob`" for i in range(5)),
+        "- and 3 more"]
 
 
 @pytest.mark.parametrize("history, current, expected", [
