@@ -3,7 +3,7 @@
 Webhook counters live in the web process (gunicorn's workers share them through
 `PROMETHEUS_MULTIPROC_DIR`). Everything workers measure is kept in Redis, so whichever web
 replica is scraped reports the whole fleet: job durations, deploys, forge errors, rate limits.
-Queue depths are read from Redis at scrape time.
+Queue depths, and each environment's last sync check, are read from Redis at scrape time.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
+from bot.environments import EnvRef, Environments, Sync
 from bot.forges.base import TransientForgeError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -60,11 +61,18 @@ class FleetMetrics:
         self.redis.hset(f"{self.key}:rate_limit_remaining", forge, remaining)
 
 
-class FleetCollector(Collector):
-    """Reads FleetMetrics and queue depths from Redis when Prometheus scrapes."""
+HEALTHS = ("healthy", "progressing", "degraded", "unknown")
+ENV_LABELS = ["forge", "repo", "environment"]
 
-    def __init__(self, metrics: FleetMetrics, queues: list):
+
+class FleetCollector(Collector):
+    """Reads FleetMetrics, queue depths and environments' sync checks from Redis when Prometheus scrapes."""
+
+    def __init__(self, metrics: FleetMetrics, queues: list, environments: Environments | None = None):
         self.metrics, self.queues = metrics, queues
+        # The environments' keys share the metrics' instance prefix (`gitops-bot:<instance>`).
+        instance = metrics.key.removeprefix("gitops-bot:").removesuffix(":metrics")
+        self.environments = environments or Environments(metrics.redis, instance)
 
     def _hash(self, metric: str) -> dict[tuple[str, ...], float]:
         raw = self.metrics.redis.hgetall(f"{self.metrics.key}:{metric}")
@@ -94,8 +102,42 @@ class FleetCollector(Collector):
                 depth.add_metric([queue.name, "running"], queue.started_job_registry.count)
                 depth.add_metric([queue.name, "failed"], queue.failed_job_registry.count)
             yield depth
+            yield from self._syncs()
         except redis.RedisError:
             return  # a scrape while Redis is down still shows the web process's own metrics
+
+    def _syncs(self):  # type: ignore[no-untyped-def]
+        """Each environment's last sync check: two round trips (the environments, then one pipeline of GETs)."""
+        in_sync = GaugeMetricFamily("gitops_bot_environment_in_sync", "1 when the environment's cluster matched its "
+                                    "deployed commit at the last check, 0 when it drifted; absent until a check "
+                                    "succeeds", labels=ENV_LABELS)
+        drifted = GaugeMetricFamily("gitops_bot_environment_drifted_objects", "Objects that drifted from the "
+                                    "deployed commit at the last check", labels=ENV_LABELS)
+        failed = GaugeMetricFamily("gitops_bot_environment_sync_check_failed", "1 when the last sync check of the "
+                                   "environment failed", labels=ENV_LABELS)
+        checked = GaugeMetricFamily("gitops_bot_environment_sync_checked_timestamp_seconds", "When the environment's "
+                                    "last sync check ran, failed or not (Unix time)", labels=ENV_LABELS)
+        objects = GaugeMetricFamily("gitops_bot_environment_objects", "The environment's objects by health at the "
+                                    "last check (unknown: no health information)", labels=[*ENV_LABELS, "health"])
+        for ref, sync in self._last_checks():
+            labels = [ref.forge, ref.repo, ref.name]
+            checked.add_metric(labels, sync.checked)
+            failed.add_metric(labels, float(sync.state == "error"))
+            if sync.state == "error":
+                continue
+            in_sync.add_metric(labels, float(sync.in_sync))
+            drifted.add_metric(labels, sync.drifted_count)
+            for health in (*HEALTHS, *sorted(set(sync.health) - set(HEALTHS))):
+                objects.add_metric([*labels, health], sync.health.get(health, 0))
+        yield from (in_sync, drifted, failed, checked, objects)
+
+    def _last_checks(self) -> list[tuple[EnvRef, Sync]]:
+        refs = self.environments.known()
+        pipe = self.environments.redis.pipeline(transaction=False)
+        for ref in refs:
+            pipe.get(self.environments.key(ref, "sync"))
+        checks = [(ref, Sync.from_json(raw)) for ref, raw in zip(refs, pipe.execute())]
+        return [(ref, sync) for ref, sync in checks if sync is not None]
 
     @staticmethod
     def _counter(name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]):

@@ -7,6 +7,7 @@ import urllib.request
 
 import pytest
 
+from bot.environments import EnvRef, Environments, Sync
 from bot.metrics import FleetMetrics
 from tests.fakes.github_api import FakeGitHub
 from tests.harness import HEAD_CHANGES, Bot, PullRequestScenario, bot_env
@@ -75,3 +76,37 @@ def test_deploys_and_forge_errors_are_counted_for_the_fleet(bot, redis):
     assert value(samples, "gitops_bot_deploys_total", environment="staging", result="success") == 2
     assert value(samples, "gitops_bot_deploys_total", environment="staging", result="failure") == 1
     assert value(samples, "gitops_bot_forge_api_errors_total", forge="github") == 1
+
+
+def test_each_environments_last_sync_check_is_a_gauge_any_replica_reports(bot, redis):
+    envs = Environments(redis, "gitops-bot")
+    staging, production, broken, fresh = (EnvRef("github", REPO, name)
+                                          for name in ("staging", "production", "broken", "fresh"))
+    envs.record_sync(staging, Sync("a" * 40, 1_700_000_000.0, "in_sync", compared=17,
+                                   health={"healthy": 12, "progressing": 1, "unknown": 4}))
+    envs.record_sync(production, Sync("b" * 40, 1_700_000_060.0, "drifted", 3, compared=40,
+                                      health={"healthy": 39, "degraded": 1}))
+    envs.record_sync(broken, Sync("c" * 40, 1_700_000_120.0, "error", error="connection refused"))
+    envs.lock(fresh, "alice")  # known, never checked
+    samples = scrape(bot)
+
+    def gauge(name: str, **labels: str) -> dict[str, float]:
+        return {env: value(samples, name, environment=env, repo=REPO, forge="github", **labels)
+                for env in ("staging", "production", "broken", "fresh")
+                if any(f'environment="{env}"' in key for key in samples if re.match(rf"{name}\{{", key))}
+
+    assert gauge("gitops_bot_environment_in_sync") == {"staging": 1, "production": 0}
+    assert gauge("gitops_bot_environment_drifted_objects") == {"staging": 0, "production": 3}
+    assert gauge("gitops_bot_environment_sync_check_failed") == {"staging": 0, "production": 0, "broken": 1}
+    assert gauge("gitops_bot_environment_sync_checked_timestamp_seconds") == {
+        "staging": 1_700_000_000.0, "production": 1_700_000_060.0, "broken": 1_700_000_120.0}
+    assert {health: gauge("gitops_bot_environment_objects", health=health)
+            for health in ("healthy", "progressing", "degraded", "unknown")} == {
+        "healthy": {"staging": 12, "production": 39}, "progressing": {"staging": 1, "production": 0},
+        "degraded": {"staging": 0, "production": 1}, "unknown": {"staging": 4, "production": 0}}
+
+    envs.record_sync(production, Sync("b" * 40, 1_700_000_600.0, "in_sync", compared=40, health={"healthy": 40}))
+    again = scrape(bot)
+    assert value(again, "gitops_bot_environment_in_sync", environment="production") == 1
+    assert value(again, "gitops_bot_environment_drifted_objects", environment="production") == 0
+    assert value(again, "gitops_bot_environment_objects", environment="production", health="degraded") == 0
