@@ -71,6 +71,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "from its origin remote); with --repo-name, whose locks, history and objects these are")
     deploy.add_argument("--repo-name", help="its full name there, e.g. acme/infra (default: from its origin remote)")
 
+    drift = commands.add_parser(
+        "drift", help="the live cluster against the environment's deployed commit",
+        description="Compare an environment's live cluster with its deployed commit, as the periodic check "
+        "does, and print what drifted (Secret values masked). Nothing is written. The deployed commit is read "
+        "from the bot's state (REDIS_URL); without it, or before the first deploy, pass --sha (default: HEAD). "
+        "Exit 0 in sync, 1 drifted, 2 error.")
+    drift.add_argument("--env", required=True, help="the environment to compare")
+    drift.add_argument("--repo", default=".", help="the repository (default: the current directory)")
+    drift.add_argument("--sha", help="compare with this commit instead of the deployed one")
+    drift.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+                       help="text (coloured on a terminal unless NO_COLOR is set), the comment's markdown, or json")
+    drift.add_argument("--forge", choices=("github", "gitlab"), help="where the repository lives (default: "
+                       "from its origin remote)")
+    drift.add_argument("--repo-name", help="its full name there, e.g. acme/infra (default: from its origin remote)")
+
     commands.add_parser("reconcile", help="queue what missed webhooks left undone, now")
 
     init = commands.add_parser("init", help="write a commented config/bot.yaml and an example .gitops.yaml")
@@ -83,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot import logs
         logs.setup(settings.secrets())
     handler = {"serve": cmd_serve, "worker": cmd_worker, "up": cmd_up, "diff": cmd_diff,
-               "check-config": cmd_check_config, "deploy": cmd_deploy, "reconcile": cmd_reconcile,
+               "check-config": cmd_check_config, "deploy": cmd_deploy, "drift": cmd_drift, "reconcile": cmd_reconcile,
                "init": cmd_init}[args.command]
     return handler(args, settings)
 
@@ -211,7 +226,8 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     findings = reconcile(runtime.current())
     for what, items in (("diff queued", findings.diffs), ("deploy queued", findings.deploys),
-                        ("deploy not queued", findings.not_deployed), ("error", findings.errors)):
+                        ("deploy not queued", findings.not_deployed), ("sync check queued", findings.checks),
+                        ("error", findings.errors)):
         for item in items:
             print(f"{what}: {item}")
     if not (findings.diffs or findings.deploys or findings.not_deployed or findings.errors):
@@ -487,6 +503,70 @@ def _dry_run(settings: Settings, server: ServerConfig, target: Target, mirror: M
                                                render_sandbox=server.render_sandbox))
     print(deploy_report.dry_run(result, target.sha, target.env.name), end="")
     return 1 if result.error else 0
+
+
+def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 in sync, 1 drifted, 2 when the comparison cannot be made."""
+    import git
+    import redis
+
+    from bot import deploy, drift, drift_report
+    from bot.cluster import ClusterError, connect
+    from bot.config import ConfigError, load_server_config
+    from bot.environments import EnvRef, Environments
+    from bot.gitrepo import Mirror
+    from bot.pipeline import read_repo_config
+    from bot.render import render
+    from bot.renderers.errors import RenderError
+
+    def fail(message: object) -> int:
+        print(f"gitops-bot drift: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        server = load_server_config(settings.config_path)
+        repo = git.Repo(args.repo, search_parent_directories=True)
+        mirror = Mirror(Path(repo.git_dir), repo)
+        source = _forge_repo(repo, args.forge, args.repo_name, settings.gitlab_url)
+        head = repo.commit("HEAD").hexsha
+        config = read_repo_config(mirror.snapshot(head), source.default_branch, set(server.clusters))
+    except (ConfigError, git.GitError, ValueError) as err:
+        return fail(err)
+    env = config.get(args.env)
+    if env is None:
+        return fail(f"no environment {args.env!r} (have: {', '.join(e.name for e in config.environments)})")
+    if not env.cluster:
+        return fail(f"environment {env.name} names no cluster: it only gets diffs")
+    refusal = server.refusal(source.full_name, env)
+    if refusal:
+        return fail(f"refused: {refusal}")
+    ref, envs = EnvRef(source.forge, source.full_name, env.name), None
+    try:
+        if settings.redis_url:
+            envs = Environments(redis.Redis.from_url(settings.redis_url), settings.name)
+        deployed = envs.deployed(ref) if envs and not args.sha else None
+        sha = repo.commit(args.sha).hexsha if args.sha else deployed.sha if deployed else head
+        if not args.sha and deployed is None:
+            print(f"note: no deploy of {env.name} is on record{'' if envs else ' (REDIS_URL is not set)'}; "
+                  f"comparing with {sha[:7]} (HEAD)", file=sys.stderr)
+        manifests = render(mirror.snapshot(sha), env, timeout=server.render_timeout, sandbox=server.render_sandbox)
+        with connect(server.clusters[env.cluster]) as client:
+            report = drift.check(client, manifests, env, deploy.Inventory.of(settings.name, ref.forge, ref.repo, ref.name),
+                                 envs.applied_kinds(ref) if envs else (), server.clusters[env.cluster].namespaces)
+    except (git.GitError, ValueError) as err:
+        return fail(err)
+    except RenderError as err:
+        return fail(f"render failed: {err}")
+    except (ClusterError, deploy.DeployError, redis.RedisError) as err:
+        return fail(err)
+    if args.format == "json":
+        print(drift_report.as_json(report, env.name, sha), end="")
+    elif args.format == "markdown":
+        print(drift_report.markdown(report, env.name, sha), end="")
+    else:
+        print(drift_report.text(report, env.name, sha, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")),
+              end="")
+    return 0 if report.in_sync else 1
 
 
 def _forge_repo(repo: git.Repo, forge: str | None, name: str | None, gitlab_url: str) -> Repo:

@@ -125,6 +125,11 @@ class Environment:
     deployers: str = "write"
     require: tuple[str, ...] = ()
     helm: HelmOptions | None = None
+    drift: str = "report"
+    """What the periodic comparison with the cluster does with drift: `report` it, or `heal` it too."""
+
+
+DRIFT_MODES = ("report", "heal")
 
 
 @dataclass(frozen=True)
@@ -332,7 +337,8 @@ def parse_repo_config(text: bytes, file: str = REPO_CONFIG_FILE, *,
         entry = _Reader(file, raw, f"environments.{name}", top.problems)
         if not isinstance(raw, dict):
             continue
-        entry.reject_unknown({"branch", "path", "cluster", "namespace", "prune", "deployers", "require", "helm"})
+        entry.reject_unknown({"branch", "path", "cluster", "namespace", "prune", "deployers", "require", "helm",
+                            "drift"})
         branch = entry.get("branch", str)
         if not entry.data.get("branch"):
             entry.fail("branch", "expected the branch this environment deploys from")
@@ -347,6 +353,9 @@ def parse_repo_config(text: bytes, file: str = REPO_CONFIG_FILE, *,
         for index, item in enumerate(require):
             if item not in REQUIREMENTS:
                 entry.fail(f"require[{index}]", f"expected one of {', '.join(REQUIREMENTS)}, got {item!r}")
+        drift = entry.get("drift", str, "report")
+        if drift not in DRIFT_MODES:
+            entry.fail("drift", f"expected one of {'|'.join(DRIFT_MODES)}, got {drift!r}")
         helm = entry.child("helm")
         helm_options = None
         if helm:
@@ -356,7 +365,7 @@ def parse_repo_config(text: bytes, file: str = REPO_CONFIG_FILE, *,
         environments.append(Environment(
             name=str(name), branch=branch or "", cluster=cluster, path=entry.path("path", entry.get("path", str, ".")),
             namespace=entry.get("namespace", str), prune=entry.get("prune", bool, False),
-            deployers=deployers, require=require, helm=helm_options,
+            deployers=deployers, require=require, helm=helm_options, drift=drift,
         ))
     diff = top.section("diff", {"ignore"})
     config = RepoConfig(tuple(environments), _ignore_rules(diff))
@@ -364,7 +373,7 @@ def parse_repo_config(text: bytes, file: str = REPO_CONFIG_FILE, *,
     return config
 
 
-GOVERNING_FIELDS = ("branch", "path", "cluster", "namespace", "prune", "deployers", "require", "helm")
+GOVERNING_FIELDS = ("branch", "path", "cluster", "namespace", "prune", "deployers", "require", "helm", "drift")
 """What an environment's entry decides: which commits deploy, what, where, and who may ask."""
 
 
@@ -411,4 +420,5 @@ def show_field(env: Environment, name: str) -> str:
 
 
 def _is_set(env: Environment, name: str) -> bool:
-    return getattr(env, name) not in (None, False, ())
+    value = getattr(env, name)
+    return value not in (None, False, ()) and not (name == "drift" and value == DRIFT_MODES[0])

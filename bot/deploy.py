@@ -10,7 +10,8 @@ from typing import Any, Callable, Iterable, Literal
 
 from kubernetes.dynamic.resource import Resource
 
-from bot.cluster import ClusterClient, ClusterError, connect
+from bot.applied import same_as_applied
+from bot.cluster import FIELD_MANAGER, ClusterClient, ClusterError, connect
 from bot.config import Cluster, Environment
 from bot.diff import (ObjectKey, cluster_scoped_kinds, crd_kind, group_of, hook_of, identify, is_generated,
                       normalize, release_objects)
@@ -193,13 +194,17 @@ def live_key(obj: dict[str, Any]) -> ObjectKey:
 
 
 def plan(desired: dict[ObjectKey, dict[str, Any]], live: dict[ObjectKey, dict[str, Any]], *, prune: bool) -> Plan:
-    """What to apply, skip and delete. `live` holds only objects carrying this environment's inventory."""
+    """What to apply, skip and delete. `live` holds only objects carrying this environment's inventory.
+
+    An object is skipped when its last apply was of the same body and the cluster holds it as
+    applied; one that someone changed since (`bot.applied`) is applied again, as `kubectl apply` would.
+    """
     applies, unchanged, rollouts = [], [], []
     for key, body in desired.items():
         current = live.get(key)
         is_workload = (key.group, key.kind) in WORKLOADS
         same = current is not None and _annotations(current).get(HASH_ANNOTATION) == \
-            body["metadata"]["annotations"][HASH_ANNOTATION]
+            body["metadata"]["annotations"][HASH_ANNOTATION] and same_as_applied(body, current, FIELD_MANAGER)
         if same:
             unchanged.append(key)
             if is_workload and rollout_status(current):  # type: ignore[arg-type]
@@ -211,6 +216,13 @@ def plan(desired: dict[ObjectKey, dict[str, Any]], live: dict[ObjectKey, dict[st
     deletes = [Action("delete", key, obj["apiVersion"]) for key, obj in live.items()
                if key not in desired and hook_of(obj) is None] if prune else []  # a hook is never pruned
 
+    return Plan(order(applies, deletes), tuple(unchanged), tuple(rollouts),
+                frozenset(kind_id(k.group, k.kind) for k in desired))
+
+
+def order(applies: list[Action], deletes: list[Action]) -> tuple[tuple[Action, ...], ...]:
+    """Waves of actions: Namespaces, then CRDs, then the rest (kinds others refer to first), then
+    deletes, of CRDs after their custom resources and of Namespaces last."""
     def kind(action: Action) -> tuple[str, str]:
         return action.key.group, action.key.kind
 
@@ -224,8 +236,7 @@ def plan(desired: dict[ObjectKey, dict[str, Any]], live: dict[ObjectKey, dict[st
         [a for a in deletes if kind(a) == CRD],  # after their custom resources, which would go with them
         [a for a in deletes if kind(a) == NAMESPACE],  # last: deleting one deletes everything in it
     ]
-    return Plan(tuple(tuple(w) for w in waves if w), tuple(unchanged), tuple(rollouts),
-                frozenset(kind_id(k.group, k.kind) for k in desired))
+    return tuple(tuple(w) for w in waves if w)
 
 
 def _annotations(obj: dict[str, Any]) -> dict[str, str]:
@@ -279,9 +290,19 @@ def rollout_status(obj: dict[str, Any]) -> str | None:
 
 
 # -- acting on a cluster ------------------------------------------------------------------------------
-def prepare(cluster: ClusterClient, manifests: list[Manifest], env: Environment, inventory: Inventory,
-            known_kinds: Iterable[str] = (), namespaces: tuple[str, ...] | None = None) -> Plan:
-    """Discover the rendered kinds, read the live inventory (one LIST per kind), and plan.
+@dataclass(frozen=True)
+class Observed:
+    """A render next to the live objects that carry its environment's inventory."""
+
+    desired: dict[ObjectKey, dict[str, Any]]
+    live: dict[ObjectKey, dict[str, Any]]
+    skipped: tuple[str, ...] = ()
+    """What the render holds that a deploy never applies, each with the reason."""
+
+
+def observe(cluster: ClusterClient, manifests: list[Manifest], env: Environment, inventory: Inventory,
+            known_kinds: Iterable[str] = (), namespaces: tuple[str, ...] | None = None) -> Observed:
+    """Discover the rendered kinds and read the live inventory: one LIST per kind.
 
     With `namespaces` (the cluster's grant), every object must lie in one of them; the only
     cluster-scoped objects allowed are those Namespaces themselves.
@@ -313,7 +334,14 @@ def prepare(cluster: ClusterClient, manifests: list[Manifest], env: Environment,
         for obj in cluster.list(resource, inventory.selector) if resource else []:
             if _annotations(obj).get(INVENTORY_ANNOTATION) == inventory.identity:  # never anyone else's
                 live[live_key(obj)] = obj
-    return replace(plan(desired, live, prune=env.prune), skipped=skipped)
+    return Observed(desired, live, skipped)
+
+
+def prepare(cluster: ClusterClient, manifests: list[Manifest], env: Environment, inventory: Inventory,
+            known_kinds: Iterable[str] = (), namespaces: tuple[str, ...] | None = None) -> Plan:
+    """Observe the render and the cluster (see `observe`), and plan."""
+    seen = observe(cluster, manifests, env, inventory, known_kinds, namespaces)
+    return replace(plan(seen.desired, seen.live, prune=env.prune), skipped=seen.skipped)
 
 
 def _granted(key: ObjectKey, namespaces: tuple[str, ...]) -> bool:

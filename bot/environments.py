@@ -77,6 +77,8 @@ class Record:
     counts as created."""
     retried: bool = False
     """A failed try that is tried again (the cluster was briefly unable to answer)."""
+    heal: bool = False
+    """A re-apply of the deployed commit's drift by the bot (`drift: heal`), not a new deploy."""
 
     @property
     def ok(self) -> bool:
@@ -447,6 +449,11 @@ class Environments:
         if record.ok:
             commands.append(["SET", self.key(lease.env, "deployed"), _dump(record)])
         return self._write(lease, commands)
+
+    def record_heal(self, lease: Lease, record: Record) -> bool:
+        """Record a re-apply of the deployed commit's drift: in the history only, the deployed record
+        staying the deploy's. False, and nothing written, if the lease was lost."""
+        return self._write(lease, self._history(lease.env, record))
 
     def retry_later(self, lease: Lease, record: Record, by: str) -> bool:
         """Record a failed try that job `by` tries again: in the history, but not as the run's outcome.

@@ -84,6 +84,12 @@ def _push(event: PushEvent) -> Plan:
     return Plan(jobs=[deploy_job(event.repo, event.branch, event.after, event.pusher)])
 
 
+def sync_job(repo: Repo, environment: str) -> JobSpec:
+    """Compare a deployed environment with its cluster (and heal it, if it asks for that)."""
+    return JobSpec(queue="deploy", func="check_sync", kwargs={"repo": to_plain(repo), "environment": environment},
+                   description=f"check {repo.full_name} {environment} against its cluster", timeout=3600)
+
+
 def deploy_job(repo: Repo, branch: str, sha: str, actor: str, pull: int | None = None,
                environment: str | None = None) -> JobSpec:
     """Deploy the environments of `branch` at `sha` ("" = its tip), or only `environment`; reply on `pull`."""

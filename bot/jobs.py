@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping
 from redis.exceptions import LockError
 from rq import get_current_job
 
-from bot import deploy, deploy_report, governance, runtime, slash
+from bot import deploy, deploy_report, governance, runtime, slash, sync
 from bot.comments import sync_comments
 from bot.metrics import FleetMetrics, measured
 from bot.errors import TemporaryError
@@ -146,6 +146,19 @@ def build_report(rt: runtime.Runtime, pr: PullRequest, fetched: Fetched) -> Diff
 def run_commands(repo: dict[str, Any], number: int, comment_id: int, body: str, author: str) -> dict[str, Any]:
     """Run the slash commands of a new pull request comment, and answer it."""
     return slash.run(runtime.current(), slash.Request(repo_from_plain(repo), number, comment_id, body, author))
+
+
+@measured("sync")
+@retried_as_the_error_says
+def check_sync(repo: dict[str, Any], environment: str) -> dict[str, Any]:
+    """Compare one deployed environment with its cluster; heal the drift where it asks for that."""
+    rt = runtime.current()
+    source = repo_from_plain(repo)
+    checked = sync.check_environment(rt, source, environment, report_to=rt.forge(source.forge))
+    if checked is None:
+        return {"state": "not checked"}
+    return {"state": checked.sync.state, "drifted": checked.sync.drifted_count, "healed": checked.sync.healed,
+            "error": checked.sync.error}
 
 
 # -- deploy -----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ What it queues is work that will really be done; what it leaves, it says why.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -20,7 +21,7 @@ from bot.environments import DEPLOY_TRIES, EnvRef, Environments, Run
 from bot.events import PullRequestEvent, Repo
 from bot.forges.base import Forge
 from bot.gitrepo import GitError
-from bot.intake import deploy_job, diff_job
+from bot.intake import deploy_job, diff_job, sync_job
 from bot.pipeline import read_repo_config
 from bot.queue import Store
 
@@ -33,6 +34,8 @@ class Findings:
 
     diffs: list[str] = field(default_factory=list)
     deploys: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    """Deployed environments queued for a comparison with their cluster (`bot.sync`)."""
     not_deployed: list[str] = field(default_factory=list)
     """Environments behind their branch that no deploy was queued for, each with the reason."""
     errors: list[str] = field(default_factory=list)
@@ -40,7 +43,7 @@ class Findings:
 
 def reconcile(rt: runtime.Runtime) -> Findings:
     """Queue what every known repository is missing. A repository that fails does not stop the rest."""
-    findings = Findings()
+    findings, run = Findings(), f"{time.time():.3f}"
     for repo in rt.store.known_repos():
         if not rt.server.allows(repo.full_name):
             continue
@@ -48,7 +51,7 @@ def reconcile(rt: runtime.Runtime) -> Findings:
             forge = rt.forge(repo.forge)
             url = forge.clone_url(repo, allow_local=rt.server.allow_local_urls)  # refused before anything is queued
             _missing_diffs(rt, forge, repo, findings)
-            _missing_deploys(rt, forge, repo, url, findings)
+            _missing_deploys(rt, forge, repo, url, findings, run)
         except Exception as err:  # one repository's trouble is reported, and the others still run
             log.warning("reconcile failed for a repository", extra={"repo": repo.full_name, "error": str(err)})
             findings.errors.append(f"{repo.full_name}: {err}")
@@ -66,7 +69,7 @@ def _missing_diffs(rt: runtime.Runtime, forge: Forge, repo: Repo, findings: Find
             findings.diffs.append(f"{repo.full_name}#{pull.number} at {pull.head_sha[:7]}")
 
 
-def _missing_deploys(rt: runtime.Runtime, forge: Forge, repo: Repo, url: str, findings: Findings) -> None:
+def _missing_deploys(rt: runtime.Runtime, forge: Forge, repo: Repo, url: str, findings: Findings, run: str) -> None:
     mirror = rt.mirrors.get(repo.forge, repo.full_name)
     default = forge.default_branch(repo.full_name)  # as the forge names it now, not as a payload once did
     try:  # what deploys where, as a deploy reads it: from the default branch
@@ -90,17 +93,21 @@ def _missing_deploys(rt: runtime.Runtime, forge: Forge, repo: Repo, url: str, fi
                 continue
             ref = EnvRef(repo.forge, repo.full_name, env.name)
             status = envs.status(ref)
+            if status.deployed and not status.deploying and rt.store.queue_once(
+                    repo, f"reconcile:sync:{repo.full_name}:{env.name}:{run}", sync_job(repo, env.name), "reconcile"):
+                findings.checks.append(f"{repo.full_name} {env.name}")
             done = status.deployed.sha if status.deployed else None
             if status.hold or head in (done, status.deploying, status.pending.sha if status.pending else None):
                 continue
             what = f"{repo.full_name} {env.name} at {head[:7]}"
-            run = envs.run(ref, head)
-            why_not = _why_not_redeployed(rt, envs, ref, head, run)
+            current = envs.run(ref, head)
+            why_not = _why_not_redeployed(rt, envs, ref, head, current)
             if why_not:
                 findings.not_deployed.append(f"{what}: {why_not}")
                 continue
             # One delivery per try: a deploy left unfinished is queued again when a try has passed.
-            delivery = f"reconcile:deploy:{repo.full_name}:{env.name}:{head}" + (f":{run.attempt}" if run else "")
+            delivery = f"reconcile:deploy:{repo.full_name}:{env.name}:{head}" + (
+                f":{current.attempt}" if current else "")
             job = deploy_job(repo, branch, head, "reconcile", environment=env.name)
             if rt.store.queue_once(repo, delivery, job, "reconcile"):
                 findings.deploys.append(what)
@@ -163,8 +170,8 @@ def run_periodically(interval: float) -> dict[str, list[str]]:
     rt = runtime.current()
     try:
         findings = reconcile(rt)
-        result = {"diffs": findings.diffs, "deploys": findings.deploys, "not_deployed": findings.not_deployed,
-                  "errors": findings.errors}
+        result = {"diffs": findings.diffs, "deploys": findings.deploys, "checks": findings.checks,
+                  "not_deployed": findings.not_deployed, "errors": findings.errors}
         log.info("reconciled", extra=result)
         return result
     finally:

