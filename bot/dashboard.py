@@ -12,11 +12,14 @@ import redis
 from flask import Blueprint, Response, abort, jsonify, render_template_string, request
 from rq.job import Job
 
-from bot.environments import EnvRef, Environments
+from bot.deploy_report import health_summary, unhealthy_total
+from bot.environments import EnvRef, Environments, Record, Sync
 from bot.queue import Store
 
 REFRESH_SECONDS = 10
 FAILURES_SHOWN = 10
+OBJECTS_SHOWN = 10
+"""Drifted, and unhealthy, objects the page lists per environment; the JSON has all the check kept."""
 
 
 def queues(store: Store) -> list[dict[str, Any]]:
@@ -38,10 +41,11 @@ def queues(store: Store) -> list[dict[str, Any]]:
 
 
 def environment_rows(envs: Environments, commit_url: Callable[[EnvRef, str], str | None]) -> list[dict[str, Any]]:
-    """Each known environment: what is deployed, by whom, its lock, what is pending, recent deploys."""
+    """Each known environment: what is deployed, by whom, its lock, what is pending, recent deploys, and its
+    last sync check (`sync`, None until the first) with what needs someone's attention (`attention`)."""
     rows = []
     for ref in envs.known():
-        status, history = envs.status(ref), envs.history(ref, limit=10)
+        status, history, sync = envs.status(ref), envs.history(ref, limit=10), envs.sync(ref)
         deployed, last = status.deployed, (history[0] if history else None)
         rows.append({
             "forge": ref.forge, "repo": ref.repo, "environment": ref.name,
@@ -54,8 +58,29 @@ def environment_rows(envs: Environments, commit_url: Callable[[EnvRef, str], str
             "lock": asdict(status.hold) if status.hold else None,
             "pending_sha": status.pending.sha if status.pending else None,
             "history": [{**asdict(r), "environment": ref.name, "repo": ref.repo} for r in history],
+            "sync": sync_row(sync, deployed) if sync else None,
+            "attention": attention(sync) if sync else [],
         })
     return rows
+
+
+def sync_row(sync: Sync, deployed: Record | None) -> dict[str, Any]:
+    """A sync check as the dashboard shows it: the check's own fields, and the words and times around them."""
+    return {**asdict(sync), "checked_utc": _utc(sync.checked, "%Y-%m-%dT%H:%M:%SZ"),
+            "stale": deployed is None or deployed.sha != sync.sha,
+            "unhealthy_count": unhealthy_total(sync), "health_words": health_summary(sync.health)}
+
+
+def attention(sync: Sync) -> list[str]:
+    """Why an environment needs someone: drift left in place, degraded objects, or a check that failed."""
+    reasons = []
+    if sync.state == "error":
+        reasons.append(f"sync check failed: {' '.join((sync.error or 'no reason given').split())}")
+    elif sync.state == "drifted" and not sync.healed:
+        reasons.append(f"{sync.drifted_count} object{'' if sync.drifted_count == 1 else 's'} drifted")
+    if sync.health.get("degraded"):
+        reasons.append(f"{sync.health['degraded']} degraded")
+    return reasons
 
 
 def blueprint(store: Store, token: str | None, environments: Callable[[], list[dict[str, Any]]]) -> Blueprint:
@@ -104,7 +129,8 @@ def blueprint(store: Store, token: str | None, environments: Callable[[], list[d
 
     @pages.get("/")
     def index() -> str:
-        return render_template_string(PAGE, refresh=REFRESH_SECONDS, ago=_ago, **data())
+        return render_template_string(PAGE, refresh=REFRESH_SECONDS, ago=_ago, utc=_utc, objects_shown=OBJECTS_SHOWN,
+                                      **data())
 
     return pages
 
@@ -126,12 +152,19 @@ def _ago(timestamp: float | None) -> str:
     return f"{max(seconds, 0)}s ago"
 
 
+def _utc(timestamp: float, form: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
+    return time.strftime(form, time.gmtime(timestamp))
+
+
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem;color:#1f2328;background:#fff}
 h1{font-size:1.3rem}h2{font-size:1.05rem;margin-top:2rem}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #d0d7de}
 th{background:#f6f8fa;font-weight:600}code{font:12px ui-monospace,monospace}
 .ok{color:#1a7f37}.bad{color:#cf222e}.warn{color:#9a6700}.muted{color:#656d76}
+#attention{border:2px solid #cf222e;border-radius:6px;padding:.2rem 1rem 1rem;background:#fff8f8}
+#attention h2{color:#cf222e;margin-top:.6rem}#attention h3{font-size:.95rem;margin:1rem 0 .3rem}
+#attention table{margin-top:.4rem}tr.attention td{background:#fff8f8}
 """
 
 PAGE_DOWN = """<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="{{ refresh }}">
@@ -143,14 +176,32 @@ PAGE = """<!doctype html>
 <h1>gitops-bot</h1>
 <p class="muted">Refreshes every {{ refresh }} s.</p>
 
+{% set troubled = environments | selectattr('attention') | list %}
+{% if troubled %}<section id="attention">
+<h2>Needs attention</h2>
+{% for env in troubled %}{% set s = env.sync %}<div class="environment">
+<h3>{{ env.repo }} <b>{{ env.environment }}</b>: <span class="bad">{{ env.attention | join('; ') }}</span></h3>
+<div class="muted">checked {{ ago(s.checked) }} ({{ utc(s.checked) }}) against <code>{{ s.sha[:7] }}</code>{% if s.stale %}, not the deployed commit{% endif %}{% if s.state != 'error' %}; {{ s.compared }} objects compared{% endif %}</div>
+{% if s.drifted %}<table class="drifted"><tr><th>Drifted object</th><th>What</th><th>Fields</th><th>Managed by</th></tr>
+{% for d in s.drifted[:objects_shown] %}<tr><td><code>{{ d.key }}</code></td><td class="bad">{{ d.what }}</td><td>{% for f in d.fields or [] %}<code>{{ f }}</code>{{ ", " if not loop.last }}{% endfor %}</td><td>{{ (d.managers or []) | join(', ') }}</td></tr>{% endfor %}
+</table>{% if s.drifted_count > s.drifted[:objects_shown] | length %}<div class="muted">and {{ s.drifted_count - s.drifted[:objects_shown] | length }} more</div>{% endif %}{% endif %}
+{% if s.unhealthy %}<table class="unhealthy"><tr><th>Unhealthy object</th><th>Health</th><th>Why</th></tr>
+{% for u in s.unhealthy[:objects_shown] %}<tr><td><code>{{ u.key }}</code></td><td class="{{ 'bad' if u.health == 'degraded' else 'warn' }}">{{ u.health }}</td><td>{{ u.message or "" }}</td></tr>{% endfor %}
+</table>{% if s.unhealthy_count > s.unhealthy[:objects_shown] | length %}<div class="muted">and {{ s.unhealthy_count - s.unhealthy[:objects_shown] | length }} more</div>{% endif %}{% endif %}
+</div>{% endfor %}
+</section>{% endif %}
+
 <h2>Environments</h2>
 {% if environments %}<table id="environments">
-<tr><th>Repository</th><th>Environment</th><th>Deployed</th><th>When</th><th>By</th><th>Result</th><th>Lock</th><th>Pending</th></tr>
-{% for env in environments %}<tr>
+<tr><th>Repository</th><th>Environment</th><th>Deployed</th><th>When</th><th>By</th><th>Result</th><th>Sync</th><th>Health</th><th>Lock</th><th>Pending</th></tr>
+{% for env in environments %}{% set s = env.sync %}<tr class="{{ 'attention' if env.attention else '' }}">
 <td>{{ env.repo }}</td><td><b>{{ env.environment }}</b></td>
 <td>{% if env.deployed_sha %}{% if env.commit_url %}<a href="{{ env.commit_url }}"><code class="sha">{{ env.deployed_sha[:7] }}</code></a>{% else %}<code class="sha">{{ env.deployed_sha[:7] }}</code>{% endif %}{% else %}<span class="muted">none</span>{% endif %}</td>
 <td>{{ ago(env.deployed_at) }}</td><td>{{ env.deployed_by or "" }}</td>
 <td class="{{ 'ok' if env.result == 'success' else 'bad' if env.result else 'muted' }}">{{ env.result or "" }}</td>
+<td class="sync">{% if not s %}<span class="muted">not checked yet</span>{% else %}{% if s.state == 'error' %}<span class="bad">check failed: {{ s.error }}</span>{% elif s.state == 'in_sync' %}<span class="ok">in sync</span>, {{ s.compared }} objects{% elif s.healed %}<span class="warn">{{ s.drifted_count }} drifted, re-applied</span>{% else %}<span class="bad">{{ s.drifted_count }} drifted</span> of {{ s.compared }} objects{% endif %}
+<div class="muted">checked {{ ago(s.checked) }} ({{ utc(s.checked) }})</div>{% endif %}</td>
+<td class="health">{% if s and s.health_words %}<span class="{{ 'bad' if s.health.degraded else 'warn' if s.health.progressing else '' }}">{{ s.health_words }}</span>{% if s.unhealthy %}<div class="muted"><code>{{ s.unhealthy[0].key }}</code> {{ s.unhealthy[0].health }}{% if s.unhealthy[0].message %}: {{ s.unhealthy[0].message }}{% endif %}</div>{% endif %}{% endif %}</td>
 <td class="lock">{% if env.lock %}<span class="warn">locked by {{ env.lock.actor }}{% if env.lock.reason %}: {{ env.lock.reason }}{% endif %}</span>{% endif %}</td>
 <td>{% if env.pending_sha %}<code>{{ env.pending_sha[:7] }}</code>{% endif %}</td>
 </tr>{% endfor %}</table>{% else %}<p class="muted">No environment has been deployed yet.</p>{% endif %}
