@@ -22,14 +22,14 @@ Where we part from kstatus, and why:
   An unschedulable Pod is `degraded` at once (kstatus waits 15 s of its age, which would make
   health depend on the clock).
 - A PersistentVolumeClaim that is Lost is `degraded` (kstatus: InProgress, as for any phase but Bound).
-- A Deployment and a ReplicaSet that cannot create pods (`ReplicaFailure`) stay `progressing`, as in
-  kstatus, but say why.
-- Deployment, StatefulSet and DaemonSet follow `kubectl rollout status`, whose checks are those of
-  kstatus bar a few counts that agree once a rollout is done.
+- A Deployment or ReplicaSet that cannot create pods (`ReplicaFailure`) stays `progressing`, as a
+  ReplicaSet does in kstatus, and says why.
+- Deployment, StatefulSet and DaemonSet follow `kubectl rollout status`. kstatus also wants a
+  Deployment's `Available` condition and a few counts that agree with these once a rollout is done.
 
 `failed` is kstatus' Failed where nothing will change without a new spec: a `Stalled` condition,
-a Deployment past its progress deadline, a failed Job, a CRD whose names clash, and a Pod whose
-phase is Failed (a terminal phase). A crash loop, an image pull error, an unschedulable Pod and a
+a Deployment past its progress deadline, a failed Job, a CRD whose names clash or that failed to
+be established, and a Pod whose phase is Failed (a terminal phase). A crash loop, an image pull error, an unschedulable Pod and a
 lost volume are `degraded` but not `failed`: they may recover on their own.
 """
 
