@@ -16,6 +16,7 @@ from bot.config import Cluster, Environment
 from bot.diff import (ObjectKey, cluster_scoped_kinds, crd_kind, group_of, hook_of, identify, is_generated,
                       normalize, release_objects)
 from bot.gitrepo import Snapshot
+from bot.health import failed, waiting_for
 from bot.render import Manifest, render
 from bot.renderers.errors import RenderError
 
@@ -29,7 +30,6 @@ DEFAULT_NAMESPACE = "default"
 NAMESPACE = ("", "Namespace")
 CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
 CRD_VERSION = "apiextensions.k8s.io/v1"
-WORKLOADS = {("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "DaemonSet")}
 APPLY_FIRST = ("ServiceAccount", "Secret", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
                "Service")
 """Kinds others refer to go first within their wave, so pods find them when they start."""
@@ -79,7 +79,9 @@ class Plan:
     waves: tuple[tuple[Action, ...], ...] = ()
     unchanged: tuple[ObjectKey, ...] = ()
     rollouts: tuple[tuple[str, ObjectKey], ...] = ()
-    """Workloads to wait for, with their apiVersion: those applied now and those not yet available."""
+    """Objects whose health to wait for, with their apiVersion: every object applied now (unless its
+    apply's answer shows it healthy already, or with no health information) and every unchanged one
+    not healthy yet (`bot.health`)."""
     kinds: frozenset[str] = frozenset()
     """Every kind this deploy applies (see `kind_id`), which a later prune must look through."""
     skipped: tuple[str, ...] = ()
@@ -202,17 +204,15 @@ def plan(desired: dict[ObjectKey, dict[str, Any]], live: dict[ObjectKey, dict[st
     applies, unchanged, rollouts = [], [], []
     for key, body in desired.items():
         current = live.get(key)
-        is_workload = (key.group, key.kind) in WORKLOADS
         same = current is not None and _annotations(current).get(HASH_ANNOTATION) == \
             body["metadata"]["annotations"][HASH_ANNOTATION] and same_as_applied(body, current, FIELD_MANAGER)
         if same:
             unchanged.append(key)
-            if is_workload and rollout_status(current):  # type: ignore[arg-type]
+            if waiting_for(current):  # type: ignore[arg-type]
                 rollouts.append((body["apiVersion"], key))
             continue
         applies.append(Action("create" if current is None else "change", key, body["apiVersion"], body))
-        if is_workload:
-            rollouts.append((body["apiVersion"], key))
+        rollouts.append((body["apiVersion"], key))
     deletes = [Action("delete", key, obj["apiVersion"]) for key, obj in live.items()
                if key not in desired and hook_of(obj) is None] if prune else []  # a hook is never pruned
 
@@ -250,43 +250,6 @@ def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
 def established(crd: dict[str, Any]) -> str | None:
     """None once a CRD serves its kinds; otherwise what it waits for."""
     return None if _condition(crd, "Established").get("status") == "True" else "not established yet"
-
-
-def rollout_status(obj: dict[str, Any]) -> str | None:
-    """None once a Deployment, StatefulSet or DaemonSet has rolled out; otherwise what it waits for.
-
-    The same checks as `kubectl rollout status`.
-    """
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    if status.get("observedGeneration", 0) < (obj.get("metadata") or {}).get("generation", 0):
-        return "the controller has not seen the new spec yet"
-    strategy = spec.get("updateStrategy") or {}
-    if obj["kind"] == "Deployment":
-        if _condition(obj, "Progressing").get("reason") == "ProgressDeadlineExceeded":
-            return "it exceeded its progress deadline"
-        want, updated = spec.get("replicas", 1), status.get("updatedReplicas", 0)
-        if updated < want:
-            return f"{updated} of {want} replicas are updated"
-        if status.get("replicas", 0) > updated:
-            return f"{status['replicas'] - updated} old replicas are pending termination"
-        if status.get("availableReplicas", 0) < updated:
-            return f"{status.get('availableReplicas', 0)} of {updated} updated replicas are available"
-    elif obj["kind"] == "StatefulSet" and strategy.get("type") != "OnDelete":
-        want, ready = spec.get("replicas", 1), status.get("readyReplicas", 0)
-        if ready < want:
-            return f"{ready} of {want} replicas are ready"
-        partition = (strategy.get("rollingUpdate") or {}).get("partition") or 0
-        if partition and status.get("updatedReplicas", 0) < want - partition:
-            return f"{status.get('updatedReplicas', 0)} of {want - partition} replicas are updated"
-        if not partition and status.get("updateRevision") != status.get("currentRevision"):
-            return "pods are still being updated to the new revision"
-    elif obj["kind"] == "DaemonSet" and strategy.get("type") != "OnDelete":
-        want = status.get("desiredNumberScheduled", 0)
-        if status.get("updatedNumberScheduled", 0) < want:
-            return f"{status.get('updatedNumberScheduled', 0)} of {want} pods are updated"
-        if status.get("numberAvailable", 0) < want:
-            return f"{status.get('numberAvailable', 0)} of {want} updated pods are available"
-    return None
 
 
 # -- acting on a cluster ------------------------------------------------------------------------------
@@ -354,6 +317,7 @@ def execute(plan_: Plan, cluster: ClusterClient, options: Options = Options(),
             check: Check = lambda: None) -> Result:
     """Carry out a plan. A failure stops it; the result says what was done before and why it stopped."""
     done: list[Action] = []
+    answers: dict[ObjectKey, dict[str, Any]] = {}
     # A dry run cannot validate what depends on a namespace or CRD that it only pretended to create.
     pretend = _depends_on_new(plan_) if options.dry_run else set()
     try:
@@ -361,14 +325,17 @@ def execute(plan_: Plan, cluster: ClusterClient, options: Options = Options(),
             for action in wave:
                 _stop_if(check)
                 if action.key not in pretend:
-                    _perform(cluster, action, options.dry_run)
+                    answer = _perform(cluster, action, options.dry_run)
+                    if answer is not None:
+                        answers[action.key] = answer
                 done.append(action)
             crds = [(CRD_VERSION, a.key) for a in wave if a.op != "delete" and (a.key.group, a.key.kind) == CRD]
             if crds and not options.dry_run:
                 _wait(cluster, crds, lambda crd: established(crd) or _not_served(cluster, crd), "establishing CRDs",
                       options.rollout_timeout, check)
-        if not options.dry_run:
-            _wait(cluster, list(plan_.rollouts), rollout_status, "rollout", options.rollout_timeout, check)
+        if not options.dry_run:  # what an apply's answer shows healthy needs no more asking
+            waits = [(v, key) for v, key in plan_.rollouts if key not in answers or waiting_for(answers[key])]
+            _wait(cluster, waits, _healthy_or_failed, "rollout", options.rollout_timeout, check)
     except (ClusterError, DeployError) as err:
         return Result(tuple(done), len(plan_.unchanged), str(err), cluster.writes, skipped=plan_.skipped,
                       temporary=isinstance(err, ClusterError) and err.temporary)
@@ -377,10 +344,12 @@ def execute(plan_: Plan, cluster: ClusterClient, options: Options = Options(),
 
 def run(snapshot: Snapshot, env: Environment, cluster: Cluster, inventory: Inventory, *,
         known_kinds: Iterable[str] = (), options: Options = Options(),
-        on_plan: Callable[[Plan], None] | None = None, check: Check = lambda: None) -> Result:
+        on_plan: Callable[[Plan], None] | None = None, check: Check = lambda: None,
+        after: Callable[[ClusterClient, list[Manifest]], None] | None = None) -> Result:
     """Render, plan and execute one environment's deploy. Every failure becomes a result with a reason.
 
     `on_plan` runs before anything is applied: the place to record the kinds a later prune needs.
+    `after` runs once a deploy (not a dry run) succeeded, with the cluster and the render.
     """
     started = time.monotonic()
     try:
@@ -390,6 +359,8 @@ def run(snapshot: Snapshot, env: Environment, cluster: Cluster, inventory: Inven
             if on_plan:
                 on_plan(plan_)
             result = execute(plan_, client, options, check)
+            if after and not result.error and not options.dry_run:
+                after(client, manifests)
     except RenderError as err:
         result = Result(error=f"render failed: {err}")
     except (ClusterError, DeployError) as err:
@@ -428,12 +399,21 @@ def _resource(cluster: ClusterClient, api_version: str, key: ObjectKey) -> Resou
     return resource
 
 
-def _perform(cluster: ClusterClient, action: Action, dry_run: bool) -> None:
+def _perform(cluster: ClusterClient, action: Action, dry_run: bool) -> dict[str, Any] | None:
+    """Apply or delete; the API's answer to an apply."""
     resource = _resource(cluster, action.api_version, action.key)
     if action.op == "delete":
         cluster.delete(resource, action.key.namespace, action.key.name, str(action.key), dry_run)
-    else:
-        cluster.apply(resource, action.body, str(action.key), dry_run)  # type: ignore[arg-type]
+        return None
+    return cluster.apply(resource, action.body, str(action.key), dry_run)  # type: ignore[arg-type]
+
+
+def _healthy_or_failed(obj: dict[str, Any]) -> str | None:
+    """What an object's health waits for; an object failed for good fails the deploy at once."""
+    reason = failed(obj)
+    if reason:
+        raise DeployError(f"{live_key(obj)}: {reason}")
+    return waiting_for(obj)
 
 
 def _wait(cluster: ClusterClient, items: list[tuple[str, ObjectKey]], waiting_for: Callable[[dict], str | None],

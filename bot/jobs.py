@@ -12,7 +12,8 @@ from typing import Any, Iterator, Mapping
 from redis.exceptions import LockError
 from rq import get_current_job
 
-from bot import deploy, deploy_report, governance, runtime, slash, sync
+from bot import deploy, deploy_report, drift, governance, runtime, slash, sync
+from bot.cluster import ClusterClient, ClusterError
 from bot.comments import sync_comments
 from bot.metrics import FleetMetrics, measured
 from bot.errors import TemporaryError
@@ -24,6 +25,7 @@ from bot.events import PullRequest, Repo, pull_from_plain, repo_from_plain
 from bot.forges.base import Forge, StatusState
 from bot.gitrepo import GitError, Mirror
 from bot.pipeline import diff_snapshots, read_repo_config
+from bot.render import Manifest
 from bot.queue import pull_key
 from bot.report import markdown, marker, status_description
 
@@ -340,14 +342,24 @@ def _apply_commit(rt: runtime.Runtime, state: Environments, lease: Lease, target
         state.add_applied_kinds(ref, plan.kinds)
         state.plan(lease, {str(action.key): action.op for action in plan.actions})
 
+    inventory = deploy.Inventory.of(rt.settings.name, ref.forge, ref.repo, ref.name)
+
+    def after(client: ClusterClient, manifests: list[Manifest]) -> None:
+        """The cluster as the deploy left it is the environment's sync state and health."""
+        try:
+            report = drift.check(client, manifests, target.env, inventory, state.applied_kinds(ref),
+                                 cluster.namespaces)
+        except (ClusterError, deploy.DeployError) as err:
+            log.warning("sync check after the deploy failed", extra={"environment": ref.name, "error": str(err)})
+            return
+        state.record_sync(ref, report.sync(target.sha))
+
     try:
         result = deploy.run(
-            mirror.snapshot(target.sha), target.env, cluster,
-            deploy.Inventory.of(rt.settings.name, ref.forge, ref.repo, ref.name),
-            known_kinds=state.applied_kinds(ref),
+            mirror.snapshot(target.sha), target.env, cluster, inventory, known_kinds=state.applied_kinds(ref),
             options=deploy.Options(rt.server.rollout_timeout, rt.server.render_timeout,
                                    render_sandbox=rt.server.render_sandbox),
-            on_plan=on_plan, check=lease.problem)
+            on_plan=on_plan, check=lease.problem, after=after)
     except Exception as err:  # a bug must still end as a failed deploy, with the lock released
         log.exception("deploy crashed", extra={"environment": target.env.name, "sha": target.sha})
         result = deploy.Result(error=f"internal error ({type(err).__name__}); the worker's log has the details")

@@ -15,7 +15,8 @@ import redis as redis_lib
 from bot import cli, runtime
 from bot.config import ServerConfig
 from bot.deploy import (HASH_ANNOTATION, INVENTORY_ANNOTATION, INVENTORY_LABEL, Inventory, Plan, deployable,
-                        desired_objects, plan, rollout_status)
+                        desired_objects, plan)
+from bot.health import waiting_for
 from bot.diff import CLUSTER_SCOPED, ObjectKey
 from bot.environments import EnvRef, Environments
 from bot.events import Repo, to_plain
@@ -179,7 +180,8 @@ NS, CM, WEB = obj("Namespace", "apps"), obj("ConfigMap", "c", data={"a": "1"}), 
 def test_plan_orders_namespaces_first_and_things_referred_to_before_workloads():
     p = plan(desired(WEB, CM, NS), {}, prune=True)
     assert steps(p) == [["create Namespace apps"], ["create ConfigMap apps/c", "create apps/Deployment apps/web"]]
-    assert [str(k) for _, k in p.rollouts] == ["apps/Deployment apps/web"]
+    # every object applied is waited for, unless the API's answer shows it healthy or without health information
+    assert [str(k) for _, k in p.rollouts] == ["apps/Deployment apps/web", "ConfigMap apps/c", "Namespace apps"]
     assert p.kinds == {"Namespace", "ConfigMap", "Deployment.apps"}
 
 
@@ -188,9 +190,10 @@ def test_plan_skips_what_is_applied_already_and_changes_the_rest():
     ready = {"observedGeneration": 0, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}
     after = desired(NS, obj("ConfigMap", "c", data={"a": "2"}), WEB)
     p = plan(after, live(before, web=ready), prune=True)
-    assert steps(p) == [["change ConfigMap apps/c"]] and len(p.unchanged) == 2 and p.rollouts == ()
+    assert steps(p) == [["change ConfigMap apps/c"]] and len(p.unchanged) == 2
+    assert [str(k) for _, k in p.rollouts] == ["ConfigMap apps/c"]
     stuck = plan(after, live(before, web={"updatedReplicas": 2}), prune=True)
-    assert [str(k) for _, k in stuck.rollouts] == ["apps/Deployment apps/web"]  # unchanged, still not available
+    assert sorted(str(k) for _, k in stuck.rollouts) == ["ConfigMap apps/c", "apps/Deployment apps/web"]  # web: unchanged, not available
 
 
 def test_plan_prunes_only_with_prune_and_namespaces_last():
@@ -277,8 +280,8 @@ def test_the_content_hash_takes_keys_kubectl_turns_into_strings():
      None),
 ])
 def test_rollout_status(kind, spec, status, waiting):
-    workload = {"kind": kind, "metadata": {"generation": 1}, "spec": spec, "status": status}
-    assert rollout_status(workload) == waiting
+    workload = {"apiVersion": "apps/v1", "kind": kind, "metadata": {"generation": 1}, "spec": spec, "status": status}
+    assert waiting_for(workload) == waiting
 
 
 # -- applying -----------------------------------------------------------------------------------------
