@@ -28,6 +28,7 @@ and watches do not report deletions.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -35,6 +36,7 @@ import re
 import time
 import uuid
 from datetime import datetime, timezone
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 import yaml
@@ -67,6 +69,8 @@ BUILTIN = [
     Res("", "v1", "services", "Service", True, ("svc",)),
     Res("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",)),
     Res("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",)),
+    Res("", "v1", "resourcequotas", "ResourceQuota", True, ("quota",)),
+    Res("", "v1", "limitranges", "LimitRange", True, ("limits",)),
     Res("", "v1", "pods", "Pod", True, ("po",)),
     Res("apps", "v1", "deployments", "Deployment", True, ("deploy",)),
     Res("apps", "v1", "statefulsets", "StatefulSet", True, ("sts",)),
@@ -156,24 +160,31 @@ def del_path(obj: dict, path: tuple) -> None:
             del_path(obj, path[:-1])
 
 
-def overlap(a: tuple, b: tuple) -> bool:
-    return a[:len(b)] == b[:len(a)]
+def _token(key: str) -> str:
+    return key if isinstance(key, ItemKey) else f"f:{key}"
 
 
 def to_fields_v1(paths: set[tuple]) -> dict:
+    """A set of owned paths as fieldsV1; `.` marks an element (or map) owned as well as fields inside it."""
+    children: dict[str, set[tuple]] = {}
+    for path in paths:
+        if path:
+            children.setdefault(path[0], set()).add(path[1:])
     out: dict = {}
-    for path in sorted(paths):
-        cur = out
-        for key in path:
-            cur = cur.setdefault(f"f:{key}", {})
+    for key in sorted(children, key=_token):
+        inner = to_fields_v1({rest for rest in children[key] if rest})
+        out[_token(key)] = {".": {}, **inner} if () in children[key] and inner else inner
     return out
 
 
 def from_fields_v1(fields: dict, prefix: tuple = ()) -> set[tuple]:
     out: set[tuple] = set()
-    for key, sub in fields.items():
-        if key.startswith("f:"):
-            out |= from_fields_v1(sub, prefix + (key[2:],)) if sub else {prefix + (key[2:],)}
+    for token, sub in fields.items():
+        if token == ".":
+            out.add(prefix)
+        elif token.startswith(("f:", "k:")):
+            key = token[2:] if token.startswith("f:") else ItemKey(token)
+            out |= from_fields_v1(sub, prefix + (key,)) if sub else {prefix + (key,)}
     return out
 
 
@@ -223,6 +234,600 @@ def field_matcher(expr: str | None):
     return lambda obj: all((str(get_path(obj, p)) == v) == eq for p, eq, v in terms)
 
 
+# -- associative lists: list elements keyed by their merge keys, as server-side apply keys them -------
+LIST_KEY_DEFAULTS = {"protocol": "TCP"}
+POD_LISTS = {"containers": ("name",), "initContainers": ("name",), "ephemeralContainers": ("name",),
+             "volumes": ("name",), "imagePullSecrets": ("name",)}
+CONTAINER_LISTS = {"env": ("name",), "ports": ("containerPort", "protocol"), "volumeMounts": ("mountPath",),
+                   "volumeDevices": ("devicePath",)}
+POD_SPEC_AT = {"Pod": ("spec",), "Deployment": ("spec", "template", "spec"),
+               "StatefulSet": ("spec", "template", "spec"), "DaemonSet": ("spec", "template", "spec"),
+               "ReplicaSet": ("spec", "template", "spec"), "Job": ("spec", "template", "spec"),
+               "CronJob": ("spec", "jobTemplate", "spec", "template", "spec")}
+
+
+class ItemKey(str):
+    """A list element in a field path, spelled as in fieldsV1: `k:{"name":"web"}`."""
+
+    @classmethod
+    def of(cls, item: dict, fields: tuple[str, ...]) -> ItemKey:
+        key = {f: item[f] if item.get(f) is not None else LIST_KEY_DEFAULTS[f] for f in fields}
+        return cls("k:" + json.dumps(key, sort_keys=True, separators=(",", ":")))
+
+    @property
+    def fields(self) -> dict:
+        return json.loads(self[2:])
+
+    def spelled(self) -> str:
+        """As the real server writes it in a conflict: `[name="web"]`."""
+        return "[" + ",".join(f"{k}={json.dumps(v)}" for k, v in self.fields.items()) + "]"
+
+
+class TypedError(ValueError):
+    """An applied object that the apply schema cannot key (the real server's "typed patch" errors)."""
+
+
+def associative_lists(kind: str) -> dict[tuple, tuple[str, ...]]:
+    """{path of field names: merge keys} of the kind's lists that apply merges element by element."""
+    out: dict[tuple, tuple[str, ...]] = {("spec", "ports"): ("port", "protocol")} if kind == "Service" else {}
+    at = POD_SPEC_AT.get(kind)
+    if at:
+        out.update({at + (name,): keys for name, keys in POD_LISTS.items()})
+        out.update({at + (c, name): keys for c in ("containers", "initContainers", "ephemeralContainers")
+                    for name, keys in CONTAINER_LISTS.items()})
+    return out
+
+
+def to_tree(obj: Any, lists: dict, strict: bool = False, path: tuple = ()) -> Any:
+    """The object with its associative lists as maps of ItemKey -> element, so field paths reach into them.
+
+    `strict` (an applied config) refuses elements without keys or with duplicate keys; otherwise such a
+    list stays atomic, as the real server treats lists it cannot key in updates.
+    """
+    if path in lists and isinstance(obj, list):
+        tree: dict = {}
+        for i, item in enumerate(obj):
+            missing = [f for f in lists[path] if not isinstance(item, dict)
+                       or (item.get(f) is None and f not in LIST_KEY_DEFAULTS)]
+            key = None if missing else ItemKey.of(item, lists[path])
+            if (missing or key in tree) and not strict:
+                return copy.deepcopy(obj)
+            if missing:
+                raise TypedError(f".{'.'.join(path)}: element {i}: associative list with keys has an element that "
+                                 f'omits key field "{missing[0]}" (and doesn\'t have default value)')
+            if key in tree:
+                raise TypedError(f".{'.'.join(path)}: duplicate entries for key {key.spelled()}")
+            tree[key] = {k: to_tree(v, lists, strict, path + (k,)) for k, v in item.items()}
+        return tree
+    if isinstance(obj, dict):
+        return {k: to_tree(v, lists, strict, path + (k,)) for k, v in obj.items()}
+    return copy.deepcopy(obj)
+
+
+def from_tree(tree: Any, lists: dict, path: tuple = ()) -> Any:
+    if not isinstance(tree, dict):
+        return tree
+    if path in lists and all(isinstance(k, ItemKey) for k in tree):
+        return [{k: from_tree(v, lists, path + (k,)) for k, v in item.items()} for item in tree.values()]
+    return {k: from_tree(v, lists, path + (k,)) for k, v in tree.items()}
+
+
+def items_of(paths) -> set[tuple]:
+    """The list elements on the way to these paths."""
+    return {p[:i + 1] for p in paths for i, k in enumerate(p) if isinstance(k, ItemKey)}
+
+
+def claims(owned: tuple, path: tuple) -> bool:
+    """Whether owning `owned` covers `path`: the same field, one inside it, or an atomic value around it."""
+    return owned[:len(path)] == path or (len(owned) < len(path) and path[:len(owned)] == owned
+                                         and not isinstance(owned[-1], ItemKey))
+
+
+def is_item_key_field(path: tuple) -> bool:
+    return len(path) > 1 and isinstance(path[-2], ItemKey) and path[-1] in path[-2].fields
+
+
+def field_str(path: tuple) -> str:
+    return "".join(k.spelled() if isinstance(k, ItemKey) else f".{k}" for k in path)
+
+
+def strategic_merge(target: Any, patch: Any, lists: dict, path: tuple = ()) -> Any:
+    """A strategic merge patch: lists with a merge key merge element by element (`$patch: delete` removes one)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        here = path + (key,)
+        if key.startswith("$"):  # $setElementOrder, $retainKeys, $patch: directives, not fields
+            continue
+        if value is None:
+            out.pop(key, None)
+        elif here in lists and isinstance(value, list) and isinstance(out.get(key), list):
+            out[key] = _merge_items(out[key], value, lists, here)
+        else:
+            out[key] = strategic_merge(out.get(key), value, lists, here)
+    return out
+
+
+def _merge_items(current: list, patch: list, lists: dict, path: tuple) -> list:
+    merge_key, out = lists[path][0], copy.deepcopy(current)
+    for item in patch:
+        at = next((i for i, c in enumerate(out) if isinstance(item, dict) and isinstance(c, dict)
+                   and item.get(merge_key) is not None and c.get(merge_key) == item.get(merge_key)), None)
+        if isinstance(item, dict) and item.get("$patch") == "delete":
+            if at is not None:
+                del out[at]
+        elif at is None:
+            out.append(strategic_merge({}, item, lists, path))
+        else:
+            out[at] = strategic_merge(out[at], item, lists, path)
+    return out
+
+
+# -- quantities: apimachinery's resource.Quantity, parsed and written back in canonical form ----------
+QUANTITY_FORMAT = "^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+_QUANTITY = re.compile(r"([+-]?)0*([0-9]*)(?:\.([0-9]*))?([eEinumkKMGTP]*[-+]?[0-9]*)")
+DECIMAL_SUFFIXES = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+
+
+class QuantityError(ValueError):
+    pass
+
+
+def canonical_quantity(value: Any, milli: bool = False) -> str:
+    """The string the real server stores for a quantity; `milli` rounds up to 1m, as ResourceList defaulting does.
+
+    Like apimachinery: a value already in canonical shape keeps its text; values round up (away from zero)
+    to nano; binary suffixes stay binary while exact and at least 1024; decimal exponents step by 3.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise QuantityError(f"quantities must match the regular expression '{QUANTITY_FORMAT}'")
+    text = value.strip() if isinstance(value, str) else json.dumps(value)
+    m = _QUANTITY.fullmatch(text)
+    if not text or not m:
+        raise QuantityError(f"quantities must match the regular expression '{QUANTITY_FORMAT}'")
+    sign, num, denom, suffix = m[1], m[2] or "0", m[3] or "", m[4]
+    if suffix in DECIMAL_SUFFIXES:
+        base, exponent, fmt = 10, DECIMAL_SUFFIXES[suffix], "DecimalSI"
+    elif suffix in BINARY_SUFFIXES:
+        base, exponent, fmt = 2, BINARY_SUFFIXES[suffix], "BinarySI"
+    elif len(suffix) > 1 and suffix[0] in "eE" and re.fullmatch(r"[-+]?[0-9]+", suffix[1:]):
+        base, exponent, fmt = 10, int(suffix[1:]), "DecimalExponent"
+    else:
+        raise QuantityError("unable to parse quantity's suffix")
+    if text == "0":
+        return text
+    amount = Fraction(int(num + denom), 10 ** len(denom)) * Fraction(base) ** exponent * (-1 if sign == "-" else 1)
+    if _keeps_text(num, denom, exponent, fmt) and not (milli and exponent - len(denom) < -3):
+        return text
+    amount = _round_away(amount, Fraction(1, 10 ** (3 if milli else 9)))
+    if fmt == "BinarySI" and abs(amount) < 1:
+        fmt = "DecimalSI"
+    return _canonical(amount, fmt)
+
+
+def _keeps_text(num: str, denom: str, exponent: int, fmt: str) -> bool:
+    """apimachinery keeps the parsed text of a quantity that already has the canonical shape."""
+    shifted = num + denom
+    if fmt == "BinarySI":
+        fits = not denom and 15 - len(num) - int(exponent * 3 / 10) - 1 >= 0
+        return fits and bool(num) and int(num) & 7 != 0
+    scale = exponent - len(denom)
+    return (18 - len(shifted) >= 0 and scale >= -9 and scale % 3 == 0 and not shifted.endswith("000")
+            and bool(shifted) and shifted[0] != "0")
+
+
+def _round_away(amount: Fraction, unit: Fraction) -> Fraction:
+    steps = abs(amount) / unit
+    whole = steps.numerator // steps.denominator + (steps.denominator != 1)
+    return whole * unit * (-1 if amount < 0 else 1)
+
+
+def _canonical(amount: Fraction, fmt: str) -> str:
+    if amount == 0:
+        return "0"
+    sign, amount = "-" if amount < 0 else "", abs(amount)
+    if fmt == "BinarySI" and amount >= 1024 and amount.denominator == 1:
+        n, power = amount.numerator, 0
+        while n % 1024 == 0 and power < 6:
+            n, power = n // 1024, power + 1
+        return f"{sign}{n}{['', 'Ki', 'Mi', 'Gi', 'Ti', 'Pi', 'Ei'][power]}"
+    n, exp = int(amount * 10 ** 9), -9
+    while n % 10 == 0:
+        n, exp = n // 10, exp + 1
+    while exp % 3:
+        n, exp = n * 10, exp - 1
+    if fmt == "DecimalExponent" or exp not in DECIMAL_SUFFIXES.values():
+        return f"{sign}{n}" + (f"e{exp}" if exp else "")
+    return f"{sign}{n}" + next(s for s, e in DECIMAL_SUFFIXES.items() if e == exp)
+
+
+# -- defaulting: a faithful subset of the real defaulters (pkg/apis/{apps,core,batch}/v1/defaults.go) --
+def _default(obj: dict, key: str, value: Any) -> None:
+    if obj.get(key) is None:
+        obj[key] = copy.deepcopy(value)
+
+
+def _map(obj: dict, key: str) -> dict:
+    if not isinstance(obj.get(key), dict):
+        obj[key] = {}
+    return obj[key]
+
+
+def _dicts(obj: Any, key: str) -> list[dict]:
+    found = obj.get(key) if isinstance(obj, dict) else None
+    return [i for i in found if isinstance(i, dict)] if isinstance(found, list) else []
+
+
+def image_tag(image: str) -> str:
+    """The tag as ParseImageName reads it: `latest` when there is neither a tag nor a digest."""
+    name, _, digest = image.partition("@")
+    tag = name.rsplit("/", 1)[-1].partition(":")[2]
+    return tag or ("" if digest else "latest")
+
+
+def default_object(kind: str, obj: dict) -> None:
+    """Fill in what the real API server defaults. Service IPs are allocated by the server, not here."""
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob") or \
+            kind in ("Service", "PersistentVolumeClaim", "NetworkPolicy", "Pod"):
+        spec = _map(obj, "spec")
+    if kind == "Deployment":
+        _default(spec, "replicas", 1)
+        strategy = _map(spec, "strategy")
+        _default(strategy, "type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            rolling = _map(strategy, "rollingUpdate")
+            _default(rolling, "maxUnavailable", "25%")
+            _default(rolling, "maxSurge", "25%")
+        _default(spec, "revisionHistoryLimit", 10)
+        _default(spec, "progressDeadlineSeconds", 600)
+    elif kind == "StatefulSet":
+        _default(spec, "podManagementPolicy", "OrderedReady")
+        strategy = _map(spec, "updateStrategy")
+        if not strategy.get("type"):
+            strategy["type"] = "RollingUpdate"
+            _map(strategy, "rollingUpdate")
+        if strategy["type"] == "RollingUpdate" and isinstance(strategy.get("rollingUpdate"), dict):
+            _default(strategy["rollingUpdate"], "partition", 0)
+        retention = _map(spec, "persistentVolumeClaimRetentionPolicy")
+        _default(retention, "whenDeleted", "Retain")
+        _default(retention, "whenScaled", "Retain")
+        _default(spec, "replicas", 1)
+        _default(spec, "revisionHistoryLimit", 10)
+        for claim in _dicts(spec, "volumeClaimTemplates"):
+            claim.update(apiVersion="v1", kind="PersistentVolumeClaim")
+            _default(_map(claim, "spec"), "volumeMode", "Filesystem")
+            _default(claim, "status", {"phase": "Pending"})
+            _resource_lists(_map(claim, "spec").get("resources"))
+    elif kind == "DaemonSet":
+        strategy = _map(spec, "updateStrategy")
+        _default(strategy, "type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            rolling = _map(strategy, "rollingUpdate")
+            _default(rolling, "maxUnavailable", 1)
+            _default(rolling, "maxSurge", 0)
+        _default(spec, "revisionHistoryLimit", 10)
+    elif kind == "ReplicaSet":
+        _default(spec, "replicas", 1)
+    elif kind == "Job":
+        if spec.get("completions") is None and spec.get("parallelism") is None:
+            spec["completions"] = 1
+        _default(spec, "parallelism", 1)
+        _default(spec, "backoffLimit", 2147483647 if spec.get("backoffLimitPerIndex") is not None else 6)
+        _default(spec, "completionMode", "NonIndexed")
+        _default(spec, "suspend", False)
+        _default(spec, "podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed")
+        template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels")
+        if template_labels and not (obj.get("metadata") or {}).get("labels"):
+            _map(obj, "metadata")["labels"] = copy.deepcopy(template_labels)
+    elif kind == "CronJob":
+        _default(spec, "concurrencyPolicy", "Allow")
+        _default(spec, "suspend", False)
+        _default(spec, "successfulJobsHistoryLimit", 3)
+        _default(spec, "failedJobsHistoryLimit", 1)
+    elif kind == "Service":
+        _default(spec, "sessionAffinity", "None")
+        _default(spec, "type", "ClusterIP")
+        for port in _dicts(spec, "ports"):
+            _default(port, "protocol", "TCP")
+            if port.get("targetPort") in (None, 0, ""):
+                port["targetPort"] = port.get("port")
+        if spec["type"] in ("NodePort", "LoadBalancer"):
+            _default(spec, "externalTrafficPolicy", "Cluster")
+        if spec["type"] in ("NodePort", "LoadBalancer", "ClusterIP"):
+            _default(spec, "internalTrafficPolicy", "Cluster")
+        if spec["type"] == "LoadBalancer":
+            _default(spec, "allocateLoadBalancerNodePorts", True)
+    elif kind == "Secret":
+        _default(obj, "type", "Opaque")
+        if isinstance(obj.get("stringData"), dict):  # write-only: merged into data, never stored
+            data = _map(obj, "data")
+            data.update({k: base64.b64encode(str(v).encode()).decode() for k, v in obj.pop("stringData").items()})
+        obj.pop("stringData", None)
+    elif kind == "Namespace":
+        name = (obj.get("metadata") or {}).get("name")
+        if name:
+            _map(_map(obj, "metadata"), "labels")["kubernetes.io/metadata.name"] = name
+        _default(_map(obj, "spec"), "finalizers", ["kubernetes"])
+    elif kind == "PersistentVolumeClaim":
+        _default(spec, "volumeMode", "Filesystem")
+        _resource_lists(spec.get("resources"))
+    elif kind == "ResourceQuota":
+        _resource_lists(obj.get("spec"), ("hard",))
+    elif kind == "LimitRange":
+        for item in _dicts(obj.get("spec") or {}, "limits"):
+            _resource_lists(item, ("max", "min", "default", "defaultRequest", "maxLimitRequestRatio"))
+            if item.get("type") == "Container":
+                defaults, requests = _map(item, "default"), _map(item, "defaultRequest")
+                for source, target in ((item.get("max"), defaults), (defaults, requests), (item.get("min"), requests)):
+                    for k, v in (source or {}).items():
+                        target.setdefault(k, v)
+    elif kind == "NetworkPolicy":
+        if not spec.get("policyTypes"):
+            spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+        for rule in _dicts(spec, "ingress") + _dicts(spec, "egress"):
+            for port in _dicts(rule, "ports"):
+                _default(port, "protocol", "TCP")
+    elif kind in ("RoleBinding", "ClusterRoleBinding"):
+        for subject in _dicts(obj, "subjects"):
+            if not subject.get("apiGroup") and subject.get("kind") in ("User", "Group"):
+                subject["apiGroup"] = "rbac.authorization.k8s.io"
+    at = POD_SPEC_AT.get(kind)
+    pod_spec = get_path(obj, at) if at else MISSING
+    if at and isinstance(get_path(obj, at[:-1]), dict):
+        pod_spec = _map(get_path(obj, at[:-1]), at[-1])
+    if isinstance(pod_spec, dict):
+        _default_pod_spec(pod_spec, pod=kind == "Pod")
+
+
+def _default_pod_spec(spec: dict, pod: bool) -> None:
+    for key, value in (("restartPolicy", "Always"), ("dnsPolicy", "ClusterFirst"), ("securityContext", {}),
+                       ("terminationGracePeriodSeconds", 30), ("schedulerName", "default-scheduler")):
+        _default(spec, key, value)
+    if pod:
+        _default(spec, "enableServiceLinks", True)
+    for container in _dicts(spec, "containers") + _dicts(spec, "initContainers"):
+        _default_container(container, pod)
+    for volume in _dicts(spec, "volumes"):
+        if not set(volume) - {"name"}:
+            volume["emptyDir"] = {}
+        for source in ("secret", "configMap", "downwardAPI", "projected"):
+            if isinstance(volume.get(source), dict):
+                _default(volume[source], "defaultMode", 420)
+        if isinstance(volume.get("hostPath"), dict):
+            _default(volume["hostPath"], "type", "")
+        if isinstance(volume.get("emptyDir"), dict) and volume["emptyDir"].get("sizeLimit") is not None:
+            volume["emptyDir"]["sizeLimit"] = canonical_quantity(volume["emptyDir"]["sizeLimit"])
+        for projection in _dicts(volume.get("projected"), "sources"):
+            if isinstance(projection.get("serviceAccountToken"), dict):
+                _default(projection["serviceAccountToken"], "expirationSeconds", 3600)
+    _resource_lists(spec.get("resources"))
+    _resource_lists(spec, ("overhead",))
+
+
+def _default_container(container: dict, pod: bool) -> None:
+    _default(container, "imagePullPolicy",
+             "Always" if image_tag(str(container.get("image") or "")) == "latest" else "IfNotPresent")
+    _default(container, "terminationMessagePath", "/dev/termination-log")
+    _default(container, "terminationMessagePolicy", "File")
+    resources = _map(container, "resources")
+    _resource_lists(resources)
+    if pod and isinstance(resources.get("limits"), dict):  # SetDefaults_Pod: requests default to limits
+        for k, v in resources["limits"].items():
+            _map(resources, "requests").setdefault(k, v)
+    for port in _dicts(container, "ports"):
+        _default(port, "protocol", "TCP")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        if isinstance(container.get(probe), dict):
+            for key, value in (("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1),
+                               ("failureThreshold", 3)):
+                _default(container[probe], key, value)
+            if isinstance(container[probe].get("httpGet"), dict):
+                _default(container[probe]["httpGet"], "path", "/")
+                _default(container[probe]["httpGet"], "scheme", "HTTP")
+    for env in _dicts(container, "env"):
+        field_ref = (env.get("valueFrom") or {}).get("fieldRef")
+        if isinstance(field_ref, dict):
+            _default(field_ref, "apiVersion", "v1")
+
+
+def _resource_lists(obj: Any, keys: tuple[str, ...] = ("requests", "limits")) -> None:
+    """Quantities of a ResourceList, canonical and rounded up to milli-units as SetDefaults_ResourceList does."""
+    for key in keys:
+        found = obj.get(key) if isinstance(obj, dict) else None
+        if isinstance(found, dict):
+            obj[key] = {name: canonical_quantity(value, milli=True) for name, value in found.items()}
+
+
+# -- validation: a realistic subset of the real validators, with their messages ---------------------
+class FieldError(NamedTuple):
+    kind: str  # Required, Invalid, Duplicate, NotSupported
+    field: str
+    value: Any = None
+    detail: str = ""
+
+    @property
+    def body(self) -> str:
+        head = "Required value" if self.kind == "Required" else f"{ERROR_WORDS[self.kind]}: {go_value(self.value)}"
+        return f"{head}: {self.detail}" if self.detail else head
+
+
+ERROR_WORDS = {"Invalid": "Invalid value", "Duplicate": "Duplicate value", "NotSupported": "Unsupported value"}
+
+
+def go_value(value: Any) -> str:
+    """A bad value as field.Error prints it (%q for strings, %#v for maps)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "map[string]string{" + ", ".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in sorted(value.items())) + "}"
+    return "null" if value is None else json.dumps(value)
+
+
+def regex_error(message: str, fmt: str, *examples: str) -> str:
+    return f"{message} (e.g. " + " or ".join(f"'{e}', " for e in examples) + f"regex used for validation is '{fmt}')"
+
+
+DNS1123_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS1123_SUBDOMAIN = DNS1123_LABEL + r"(\." + DNS1123_LABEL + ")*"
+DNS1035_LABEL = "[a-z]([-a-z0-9]*[a-z0-9])?"
+QUALIFIED_NAME = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+LABEL_VALUE = "(" + QUALIFIED_NAME + ")?"
+SUBDOMAIN_MESSAGE = regex_error("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+                                "'-' or '.', and must start and end with an alphanumeric character",
+                                DNS1123_SUBDOMAIN, "example.com")
+
+
+def dns_subdomain(name: str) -> list[str]:
+    return ([f"must be no more than 253 characters"] if len(name) > 253 else []) + \
+        ([] if re.fullmatch(DNS1123_SUBDOMAIN, name) else [SUBDOMAIN_MESSAGE])
+
+
+def dns_label(name: str) -> list[str]:
+    return (["must be no more than 63 characters"] if len(name) > 63 else []) + ([] if re.fullmatch(
+        DNS1123_LABEL, name) else [regex_error("a lowercase RFC 1123 label must consist of lower case alphanumeric "
+                                               "characters or '-', and must start and end with an alphanumeric "
+                                               "character", DNS1123_LABEL, "my-name", "123-abc")])
+
+
+def dns1035_label(name: str) -> list[str]:
+    return (["must be no more than 63 characters"] if len(name) > 63 else []) + ([] if re.fullmatch(
+        DNS1035_LABEL, name) else [regex_error("a DNS-1035 label must consist of lower case alphanumeric characters "
+                                               "or '-', start with an alphabetic character, and end with an "
+                                               "alphanumeric character", DNS1035_LABEL, "my-name", "abc-123")])
+
+
+def path_segment(name: str) -> list[str]:
+    bad = [f"may not contain '{c}'" for c in ("/", "%") if c in name]
+    return [f"may not be '{name}'"] if name in (".", "..") else bad
+
+
+def qualified_name(key: str) -> list[str]:
+    parts = key.split("/")
+    if len(parts) > 2:
+        return [regex_error("a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must "
+                            "start and end with an alphanumeric character", QUALIFIED_NAME, "MyName", "my.name",
+                            "123-abc") + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
+    name, errors = parts[-1], []
+    if len(parts) == 2:
+        errors += ["prefix part must be non-empty"] if not parts[0] else [
+            "prefix part " + m for m in dns_subdomain(parts[0])]
+    if not name:
+        return errors + ["name part must be non-empty"]
+    if len(name) > 63:
+        errors.append("name part must be no more than 63 characters")
+    if not re.fullmatch(QUALIFIED_NAME, name):
+        errors.append(regex_error("name part must consist of alphanumeric characters, '-', '_' or '.', and must "
+                                  "start and end with an alphanumeric character", QUALIFIED_NAME, "MyName",
+                                  "my.name", "123-abc"))
+    return errors
+
+
+def label_value(value: str) -> list[str]:
+    return (["must be no more than 63 characters"] if len(value) > 63 else []) + ([] if re.fullmatch(
+        LABEL_VALUE, value) else [regex_error("a valid label must be an empty string or consist of alphanumeric "
+                                              "characters, '-', '_' or '.', and must start and end with an "
+                                              "alphanumeric character", LABEL_VALUE, "MyValue", "my_value", "12345")])
+
+
+NAME_RULES = {"Namespace": dns_label, "Service": dns1035_label, "Role": path_segment, "ClusterRole": path_segment,
+              "RoleBinding": path_segment, "ClusterRoleBinding": path_segment}
+REPLICATED = ("Deployment", "StatefulSet", "ReplicaSet")
+
+
+def validate(kind: str, obj: dict) -> list[FieldError]:
+    """What the real server refuses of this object, in the order its validators report it."""
+    meta = obj.get("metadata") or {}
+    errors = [FieldError("Invalid", "metadata.name", meta.get("name"), m)
+              for m in NAME_RULES.get(kind, dns_subdomain)(str(meta.get("name") or ""))]
+    errors += _metadata_maps(meta, "metadata")
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    if kind in REPLICATED and isinstance(spec.get("replicas"), int) and spec["replicas"] < 0:
+        errors.append(FieldError("Invalid", "spec.replicas", spec["replicas"], "must be greater than or equal to 0"))
+    if kind in REPLICATED + ("DaemonSet",):
+        template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        if not spec.get("selector"):
+            errors.append(FieldError("Required", "spec.selector"))
+        elif not selector_matches(spec["selector"], template_labels):
+            errors.append(FieldError("Invalid", "spec.template.metadata.labels", template_labels,
+                                     "`selector` does not match template `labels`"))
+    at = POD_SPEC_AT.get(kind)
+    if at:
+        template = ".".join(at[:-1])
+        if template:
+            errors += _metadata_maps((get_path(obj, at[:-1]) or {}).get("metadata") or {}, template + ".metadata")
+        pod_spec = get_path(obj, at)
+        errors += _validate_pod_spec(pod_spec if isinstance(pod_spec, dict) else {}, ".".join(at))
+        if kind in ("Job", "CronJob") and isinstance(pod_spec, dict) and \
+                pod_spec.get("restartPolicy") not in ("OnFailure", "Never"):
+            errors.append(FieldError("NotSupported", ".".join(at) + ".restartPolicy", pod_spec.get("restartPolicy"),
+                                     'supported values: "OnFailure", "Never"'))
+    if kind == "Service":
+        errors += _validate_service(spec)
+    return errors
+
+
+def _metadata_maps(meta: dict, at: str) -> list[FieldError]:
+    errors = []
+    for key, value in (meta.get("labels") or {}).items():
+        errors += [FieldError("Invalid", f"{at}.labels", key, m) for m in qualified_name(str(key))]
+        errors += [FieldError("Invalid", f"{at}.labels", value, m) for m in label_value(str(value))]
+    for key in meta.get("annotations") or {}:
+        errors += [FieldError("Invalid", f"{at}.annotations", key, m) for m in qualified_name(str(key).lower())]
+    return errors
+
+
+def selector_matches(selector: dict, labels: dict) -> bool:
+    ops = {"In": lambda k, vs: labels.get(k) in vs, "NotIn": lambda k, vs: labels.get(k) not in vs,
+           "Exists": lambda k, vs: k in labels, "DoesNotExist": lambda k, vs: k not in labels}
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()) and all(
+        ops.get(e.get("operator"), lambda k, vs: False)(e.get("key"), e.get("values") or [])
+        for e in selector.get("matchExpressions") or [])
+
+
+def _validate_pod_spec(spec: dict, at: str) -> list[FieldError]:
+    errors, names = [], set()
+    if not spec.get("containers"):
+        errors.append(FieldError("Required", f"{at}.containers"))
+    for group in ("containers", "initContainers"):
+        for i, container in enumerate(spec.get(group) or []):
+            here = f"{at}.{group}[{i}]"
+            container = container if isinstance(container, dict) else {}
+            name = container.get("name")
+            if not name:
+                errors.append(FieldError("Required", f"{here}.name"))
+            elif name in names:
+                errors.append(FieldError("Duplicate", f"{here}.name", name))
+            else:
+                errors += [FieldError("Invalid", f"{here}.name", name, m) for m in dns_label(str(name))]
+            names.add(name)
+            if not container.get("image"):
+                errors.append(FieldError("Required", f"{here}.image"))
+            for j, port in enumerate(container.get("ports") or []):
+                number = (port or {}).get("containerPort")
+                if not number:
+                    errors.append(FieldError("Required", f"{here}.ports[{j}].containerPort"))
+                elif not (isinstance(number, int) and 1 <= number <= 65535):
+                    errors.append(FieldError("Invalid", f"{here}.ports[{j}].containerPort", number,
+                                             "must be between 1 and 65535, inclusive"))
+    return errors
+
+
+def _validate_service(spec: dict) -> list[FieldError]:
+    errors = []
+    if not spec.get("ports") and spec.get("type") != "ExternalName" and spec.get("clusterIP") != "None":
+        errors.append(FieldError("Required", "spec.ports"))
+    for i, port in enumerate(spec.get("ports") or []):
+        for field in ("port", "targetPort"):
+            number = (port or {}).get(field)
+            if isinstance(number, int) and not 1 <= number <= 65535:
+                errors.append(FieldError("Invalid", f"spec.ports[{i}].{field}", number,
+                                         "must be between 1 and 65535, inclusive"))
+    return errors
+
+
 class FakeKubeAPI(RecordingServer):
     """The fake server. Every request is handled under `self.lock` (see RecordingServer.dispatch)."""
 
@@ -240,7 +845,8 @@ class FakeKubeAPI(RecordingServer):
             ("GET", r"/api/(?P<version>v1)", self._resource_list), ("GET", r"/apis/(?P<group>[^/]+)", self._group),
             ("GET", r"/apis/(?P<group>[^/]+)/(?P<version>[^/]+)", self._resource_list),
             ("GET", r"/openapi/v3", self._openapi_root), ("GET", r"/openapi/v3/(?P<gv>.+)", self._openapi_gv),
-        ] + [(m, OBJECT_PATH, self._endpoint) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")]:
+        ] + [(m, OBJECT_PATH + "/scale", self._scale) for m in ("GET", "PUT", "PATCH")] + [
+            (m, OBJECT_PATH, self._endpoint) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")]:
             self.route(method, pattern, self._guard(handler))
         for ns in namespaces:
             self._save(self._res("", "Namespace"), ("", "namespaces", "", ns), None, {"metadata": {"name": ns}})
@@ -360,7 +966,10 @@ class FakeKubeAPI(RecordingServer):
                                "name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
                                "kind": r.kind, "verbs": VERBS[:2] + VERBS[3:] if r.kind == "Namespace" else VERBS,
                                **({"shortNames": list(r.short)} if r.short else {}),
-                               **({"categories": ["all"]} if r.plural in IN_ALL else {})} for r in found]})
+                               **({"categories": ["all"]} if r.plural in IN_ALL else {})} for r in found] + [
+                               {"name": f"{r.plural}/scale", "singularName": "", "namespaced": True,
+                                "group": "autoscaling", "version": "v1", "kind": "Scale",
+                                "verbs": ["get", "patch", "update"]} for r in found if r.kind in REPLICATED]})
 
     def _openapi_root(self, request: Recorded) -> Reply:
         gvs = sorted({r.openapi_gv for r in self.resources.values()})
@@ -420,11 +1029,14 @@ class FakeKubeAPI(RecordingServer):
                                "has been modified; please apply your changes to the latest version and try again",
                                name=name, group=res.group, kind=res.plural)
             new = body
-        elif _content_type(request) in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+        elif _content_type(request) == "application/merge-patch+json":
             new = merge_patch(old, body)
+        elif _content_type(request) == "application/strategic-merge-patch+json":
+            new = strategic_merge(old, body, associative_lists(res.kind))
         else:
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type: {_content_type(request)}")
-        return Reply(200, self._out(res, self._save(res, key, old, self._updated_by(res, old, new, manager), dry)))
+        new = self._updated_by(res, old, self._admit(res, key, old, copy.deepcopy(new)), manager)
+        return Reply(200, self._out(res, self._save(res, key, old, new, dry)))
 
     def _select(self, res: Res, ns: str, q: dict) -> list[dict]:
         labels, fields = label_matcher(q.get("labelSelector")), field_matcher(q.get("fieldSelector"))
@@ -454,11 +1066,12 @@ class FakeKubeAPI(RecordingServer):
                            "generateName is required", kind=res.kind)
         self._check_identity(res, body, meta["name"], ns)
         key = (res.group, res.plural, ns, meta["name"])
+        self._check_namespace(res, ns)
+        new = self._admit(res, key, None, body)
         if key in self.store:
             raise ApiError(409, "AlreadyExists", f'{_ref(res)} "{meta["name"]}" already exists',
                            name=meta["name"], group=res.group, kind=res.plural)
-        self._check_namespace(res, ns)
-        return Reply(201, self._out(res, self._save(res, key, None, self._updated_by(res, None, body, manager), dry)))
+        return Reply(201, self._out(res, self._save(res, key, None, self._updated_by(res, None, new, manager), dry)))
 
     def _delete(self, res: Res, key: tuple, dry: bool) -> None:
         if dry:
@@ -488,44 +1101,137 @@ class FakeKubeAPI(RecordingServer):
         self._check_identity(res, cfg, key[3], key[2])
         if old is None:
             self._check_namespace(res, key[2])
-        base = copy.deepcopy(old) if old else {"metadata": {"name": key[3]}}
-        owners, applied = _owners(base), leaves(tracked(cfg))
-        # Simplified conflicts: another manager owns an overlapping field and the value would change.
-        conflicts = [(mgr, av, p) for (mgr, _), (av, fields) in owners.items() if mgr != manager
-                     for p in applied if any(overlap(p, f) for f in fields) and _changes(base, p, applied[p])]
+        lists = associative_lists(res.kind)
+        try:
+            applied = leaves(tracked(to_tree(cfg, lists, strict=True)))
+        except TypedError as e:
+            raise ApiError(500, "InternalError", f"failed to create typed patch object ({res.group}/{res.version}, "
+                           f"Kind={res.kind}): {e}")
+        applied.update(self._canonical_leaves(res, cfg, lists, applied))
+        owned = set(applied) | items_of(applied)
+        base = to_tree(copy.deepcopy(old) if old else {"metadata": {"name": key[3]}}, lists)
+        owners = _owners(old or {})
+        # Conflicts: another manager owns an applied field (or one inside it) and the value would change.
+        conflicts = [(owner[0], av, p) for owner, (av, fields) in owners.items() if owner[0] != manager
+                     for p in applied if any(claims(f, p) for f in fields) and _changes(base, p, applied[p])]
         if conflicts and q.get("force") != "true":
             causes = [{"type": "FieldManagerConflict", "message": f'conflict with "{m}" using {av}',
-                       "field": "." + ".".join(p)} for m, av, p in conflicts]
+                       "field": field_str(p)} for m, av, p in conflicts]
             raise ApiError(409, "Conflict", f"Apply failed with {len(causes)} conflict(s): " + "; ".join(
                 f'{c["message"]}: {c["field"]}' for c in causes), name=key[3], group=res.group, kind=res.plural,
                 causes=causes)
         for mgr, _, p in conflicts:  # forced: the other managers lose what we take
             for owner, (_, fields) in owners.items():
                 if owner[0] == mgr:
-                    fields.difference_update({f for f in fields if overlap(f, p)})
-        mine = (manager, "Apply")
+                    fields.difference_update({f for f in fields if claims(f, p)})
+        mine = (manager, "Apply", "")
         others = set().union(*(fields for owner, (_, fields) in owners.items() if owner != mine))
-        for p in owners.get(mine, ("", set()))[1] - set(applied):  # dropped from the config and nobody else has it
-            if not any(overlap(p, f) for f in others):
+        for p in owners.get(mine, ("", set()))[1] - owned:  # dropped from the config and nobody else has it
+            kept = is_item_key_field(p) or any(n[:len(p)] == p for n in owned)
+            if not kept and not any(claims(f, p) for f in others):
                 del_path(base, p)
         for p, value in applied.items():
             set_path(base, p, value)
-        owners[mine] = (res.api_version, set(applied))
-        base["metadata"]["managedFields"] = _render_owners(owners, old)
-        return Reply(201 if old is None else 200, self._out(res, self._save(res, key, old, base, dry)))
+        owners[mine] = (res.api_version, owned)
+        new = self._admit(res, key, old, from_tree(base, lists))
+        new["metadata"]["managedFields"] = _render_owners(owners, old)
+        return Reply(201 if old is None else 200, self._out(res, self._save(res, key, old, new, dry)))
 
-    def _updated_by(self, res: Res, old: dict | None, new: dict, manager: str) -> dict:
+    def _canonical_leaves(self, res: Res, cfg: dict, lists: dict, applied: dict) -> dict:
+        """Applied quantities as the server will store them, so that `cpu: 0.5` against a stored `500m` is no change."""
+        defaulted = copy.deepcopy(cfg)
+        try:
+            default_object(res.kind, defaulted)
+        except QuantityError as e:
+            raise self._undecodable(res, e)
+        canonical = leaves(tracked(to_tree(defaulted, lists)))
+        return {p: canonical[p] for p in applied if p in canonical}
+
+    def _updated_by(self, res: Res, old: dict | None, new: dict, manager: str, subresource: str = "") -> dict:
         """Record an Update manager: it takes the fields it changed from everyone else, without conflicts."""
-        new = copy.deepcopy(new)
-        before, after = leaves(tracked(old)), leaves(tracked(new))
-        changed = {p for p, v in after.items() if before.get(p, MISSING) != v}
-        touched = changed | (set(before) - set(after))
+        lists, new = associative_lists(res.kind), copy.deepcopy(new)
+        before, after = leaves(to_tree(tracked(old), lists)), leaves(to_tree(tracked(new), lists))
+        changed = {p for p, v in after.items() if before.get(p, MISSING) != v} | (items_of(after) - items_of(before))
+        touched = changed | (set(before) - set(after)) | (items_of(before) - items_of(after))
         owners = _owners(old or {})
         for _, fields in owners.values():
-            fields.difference_update({f for f in fields if any(overlap(f, t) for t in touched)})
-        owners.setdefault((manager, "Update"), (res.api_version, set()))[1].update(changed)
+            fields.difference_update({f for f in fields if any(f[:len(t)] == t for t in touched)})
+        owners.setdefault((manager, "Update", subresource), (res.api_version, set()))[1].update(changed)
         new.setdefault("metadata", {})["managedFields"] = _render_owners(owners, old)
         return new
+
+    # -- what the real server does to every write: defaulting, allocation, validation ------------------
+    def _admit(self, res: Res, key: tuple, old: dict | None, new: dict) -> dict:
+        """Default the object (quantities canonical), allocate what the server allocates, and validate it."""
+        meta = new.setdefault("metadata", {})
+        meta["name"] = key[3]
+        if old is None:
+            meta["uid"] = str(uuid.uuid4())  # the real server ignores a client's uid
+        try:
+            default_object(res.kind, new)
+        except QuantityError as e:
+            raise self._undecodable(res, e)
+        if res.kind == "Service":
+            self._allocate_service(new, old)
+        if res.kind == "Job" and old is None:
+            _select_job_pods(new)
+        errors = validate(res.kind, new) if not res.crd else []
+        if errors:
+            bodies = [f"{e.field}: {e.body}" for e in errors]
+            what = f"{res.kind}.{res.group}" if res.group else res.kind
+            raise ApiError(422, "Invalid", f'{what} "{key[3]}" is invalid: ' + (
+                bodies[0] if len(bodies) == 1 else "[" + ", ".join(bodies) + "]"), name=key[3], group=res.group,
+                kind=res.kind, causes=[{"reason": f"FieldValue{e.kind}", "message": e.body, "field": e.field}
+                                       for e in errors])
+        return new
+
+    @staticmethod
+    def _undecodable(res: Res, error: QuantityError) -> ApiError:
+        return ApiError(400, "BadRequest", f'{res.kind} in version "{res.version}" cannot be handled as a '
+                        f"{res.kind}: {error}")
+
+    def _allocate_service(self, new: dict, old: dict | None) -> None:
+        spec, before = new["spec"], (old or {}).get("spec") or {}
+        if spec.get("type") == "ExternalName":
+            return
+        for field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+            if spec.get(field) in (None, "", []) and before.get(field):
+                spec[field] = copy.deepcopy(before[field])
+        if not spec.get("clusterIP"):
+            self._ips = getattr(self, "_ips", 0) + 1
+            spec["clusterIP"] = f"10.96.{self._ips // 250}.{self._ips % 250 + 2}"
+        _default(spec, "clusterIPs", [spec["clusterIP"]])
+        _default(spec, "ipFamilies", ["IPv4"])
+        _default(spec, "ipFamilyPolicy", "SingleStack")
+        if spec.get("type") in ("NodePort", "LoadBalancer"):
+            taken = {p.get("port"): p.get("nodePort") for p in _dicts(before, "ports")}
+            for port in _dicts(spec, "ports"):
+                if not port.get("nodePort"):
+                    self._node_ports = getattr(self, "_node_ports", 30000) + 1
+                    port["nodePort"] = taken.get(port.get("port")) or self._node_ports
+
+    # -- the scale subresource (`kubectl scale`) -----------------------------------------------------
+    def _scale(self, request: Recorded, version: str, plural: str, name: str, group: str | None = None,
+               ns: str | None = None) -> Reply:
+        res = self.resources.get((group or "", version, plural))
+        if res is None or res.kind not in REPLICATED:
+            raise ApiError(404, "NotFound", NO_RESOURCE)
+        key = (res.group, res.plural, ns or "", name)
+        old = self.store.get(key)
+        if old is None:
+            raise ApiError(404, "NotFound", f'{_ref(res)} "{name}" not found', name=name, group=res.group,
+                           kind=res.plural)
+        if request.method == "GET":
+            return Reply(200, _scale_of(old))
+        body = _parse(request)
+        scale = body if request.method == "PUT" else merge_patch(_scale_of(old), body)
+        replicas = (scale.get("spec") or {}).get("replicas")
+        new = copy.deepcopy(old)
+        new["spec"]["replicas"] = replicas
+        q = {k: v[-1] for k, v in request.query.items()}
+        manager = q.get("fieldManager") or request.headers.get("user-agent", "unknown").split("/")[0]
+        new = self._updated_by(res, old, self._admit(res, key, old, new), manager, "scale")
+        return Reply(200, _scale_of(self._save(res, key, old, new, _is_dry(request))))
 
     # -- storing -------------------------------------------------------------------------------------
     def _save(self, res: Res, key: tuple, old: dict | None, new: dict, dry: bool = False,
@@ -539,7 +1245,7 @@ class FakeKubeAPI(RecordingServer):
         if not meta.get("managedFields"):
             meta.pop("managedFields", None)
         if old is None:
-            meta.update(uid=str(uuid.uuid4()), creationTimestamp=now(), generation=1)
+            meta.update(uid=meta.get("uid") or str(uuid.uuid4()), creationTimestamp=now(), generation=1)
             meta.pop("resourceVersion", None)
         else:
             meta.update({k: old["metadata"][k] for k in ("uid", "creationTimestamp", "resourceVersion", "generation")})
@@ -643,6 +1349,28 @@ class FakeKubeAPI(RecordingServer):
                            copy.deepcopy(self.store[key]))
 
 
+def _select_job_pods(job: dict) -> None:
+    """The selector and pod labels the real server gives a Job it creates (unless `manualSelector`)."""
+    spec, meta = job["spec"], job["metadata"]
+    if spec.get("manualSelector") or not isinstance(spec.get("template"), dict):
+        return
+    uid, name = meta["uid"], meta["name"]
+    spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+    _map(_map(spec["template"], "metadata"), "labels").update({
+        "batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid, "job-name": name})
+
+
+def _scale_of(obj: dict) -> dict:
+    meta, selector = obj["metadata"], (obj.get("spec") or {}).get("selector") or {}
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                         if k in meta},
+            "spec": {"replicas": obj["spec"].get("replicas", 1)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                       "selector": ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())}}
+
+
 def _check_crd(crd: dict) -> None:
     spec = crd.get("spec") or {}
     names = spec.get("names") or {}
@@ -653,21 +1381,24 @@ def _check_crd(crd: dict) -> None:
                        kind="CustomResourceDefinition")
 
 
-def _owners(obj: dict) -> dict[tuple[str, str], tuple[str, set[tuple]]]:
-    """managedFields as {(manager, operation): (apiVersion, owned paths)}."""
-    return {(e["manager"], e.get("operation", "Update")): (e.get("apiVersion", ""), from_fields_v1(e.get("fieldsV1") or {}))
-            for e in (obj.get("metadata") or {}).get("managedFields") or []}
+def _owners(obj: dict) -> dict[tuple[str, str, str], tuple[str, set[tuple]]]:
+    """managedFields as {(manager, operation, subresource): (apiVersion, owned paths)}."""
+    return {(e["manager"], e.get("operation", "Update"), e.get("subresource", "")): (
+        e.get("apiVersion", ""), from_fields_v1(e.get("fieldsV1") or {}))
+        for e in (obj.get("metadata") or {}).get("managedFields") or []}
 
 
 def _render_owners(owners: dict, old: dict | None) -> list[dict]:
     """managedFields entries. An unchanged entry keeps its time, so a no-op apply really changes nothing."""
-    previous = {(e["manager"], e.get("operation")): e for e in ((old or {}).get("metadata") or {}).get("managedFields") or []}
+    previous = {(e["manager"], e.get("operation"), e.get("subresource", "")): e
+                for e in ((old or {}).get("metadata") or {}).get("managedFields") or []}
     out = []
-    for (mgr, op), (av, fields) in owners.items():
+    for (mgr, op, sub), (av, fields) in owners.items():
         if fields:
-            fv1, prev = to_fields_v1(fields), previous.get((mgr, op), {})
+            fv1, prev = to_fields_v1(fields), previous.get((mgr, op, sub), {})
             out.append({"manager": mgr, "operation": op, "apiVersion": av, "time": prev["time"]
-                        if prev.get("fieldsV1") == fv1 else now(), "fieldsType": "FieldsV1", "fieldsV1": fv1})
+                        if prev.get("fieldsV1") == fv1 else now(), "fieldsType": "FieldsV1", "fieldsV1": fv1,
+                        **({"subresource": sub} if sub else {})})
     return out
 
 
