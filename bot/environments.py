@@ -284,6 +284,12 @@ class Environments:
             previous, _ = pipe.execute()
         return Sync.from_json(previous)
 
+    def sync_news(self, env: EnvRef, sync: Sync) -> bool:
+        """Whether the forge has not been told of this state yet (a new commit, state, count or error):
+        True once per state, for whoever should tell it."""
+        said = json.dumps([sync.sha, sync.state, sync.drifted_count, sync.error])
+        return self.redis.set(self.key(env, "sync", "said"), said, get=True) != said.encode()
+
     # -- what a prune must look through --------------------------------------------------------------
     def applied_kinds(self, env: EnvRef) -> set[str]:
         return {k.decode() for k in self.redis.smembers(self.key(env, "kinds"))}

@@ -68,19 +68,13 @@ def check_environment(rt: runtime.Runtime, repo: Repo, name: str, *, report_to: 
     if status.deployed is None or status.deploying:
         return None
     checked = _check(rt, envs, ref, repo, env, mirror, status.deployed.sha, heal and env.drift == "heal")
-    previous = envs.record_sync(ref, checked.sync)
-    if report_to is not None and _news(previous, checked.sync):
+    envs.record_sync(ref, checked.sync)
+    if report_to is not None and envs.sync_news(ref, checked.sync):
         state, description = deploy_report.sync_status(checked.sync)
         report_to.set_status(repo.full_name, checked.sync.sha, f"{rt.settings.name}/sync", state, description)
     log.info("sync checked", extra={"repo": repo.full_name, "environment": env.name, "state": checked.sync.state,
                                     "drifted": checked.sync.drifted_count, "healed": checked.sync.healed})
     return checked
-
-
-def _news(previous: Sync | None, now: Sync) -> bool:
-    """Whether the forge's status should change: a new commit, state, count or error."""
-    return previous is None or (previous.sha, previous.state, previous.drifted_count, previous.error) != \
-        (now.sha, now.state, now.drifted_count, now.error)
 
 
 def _check(rt: runtime.Runtime, envs: Environments, ref: EnvRef, repo: Repo, env: Environment, mirror: Mirror,
