@@ -1112,17 +1112,18 @@ class FakeKubeAPI(RecordingServer):
         base = to_tree(copy.deepcopy(old) if old else {"metadata": {"name": key[3]}}, lists)
         owners = _owners(old or {})
         # Conflicts: another manager owns an applied field (or one inside it) and the value would change.
-        conflicts = [(owner[0], av, p) for owner, (av, fields) in owners.items() if owner[0] != manager
+        conflicts = [(owner, av, p) for owner, (av, fields) in owners.items() if owner[0] != manager
                      for p in applied if any(claims(f, p) for f in fields) and _changes(base, p, applied[p])]
         if conflicts and q.get("force") != "true":
-            causes = [{"type": "FieldManagerConflict", "message": f'conflict with "{m}" using {av}',
-                       "field": field_str(p)} for m, av, p in conflicts]
+            causes = [{"type": "FieldManagerConflict", "message": f'conflict with "{o[0]}"' + (
+                f' with subresource "{o[2]}"' if o[2] else "") + f" using {av}", "field": field_str(p)}
+                for o, av, p in conflicts]
             raise ApiError(409, "Conflict", f"Apply failed with {len(causes)} conflict(s): " + "; ".join(
                 f'{c["message"]}: {c["field"]}' for c in causes), name=key[3], group=res.group, kind=res.plural,
                 causes=causes)
-        for mgr, _, p in conflicts:  # forced: the other managers lose what we take
+        for loser, _, p in conflicts:  # forced: the other managers lose what we take
             for owner, (_, fields) in owners.items():
-                if owner[0] == mgr:
+                if owner == loser:
                     fields.difference_update({f for f in fields if claims(f, p)})
         mine = (manager, "Apply", "")
         others = set().union(*(fields for owner, (_, fields) in owners.items() if owner != mine))
