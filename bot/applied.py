@@ -110,6 +110,12 @@ def unowned(desired: dict[str, Any], live: dict[str, Any], manager: str) -> dict
             for path in missing}
 
 
+def holders(live: dict[str, Any], path: Path, besides: str) -> set[str]:
+    """The field managers other than `besides` that hold the field at `path` of `live`."""
+    return {e.get("manager") or "(unnamed)" for e in entries(live)
+            if e.get("manager") != besides and _covers(e["fieldsV1"], live, path)}
+
+
 def _not_covered(fields: dict[str, Any] | None, value: Any, path: Path) -> Iterator[Path]:
     if path in UNTRACKED or value is None:
         return
@@ -158,11 +164,11 @@ def _covers(fields: dict[str, Any], desired: Any, path: Path) -> bool:
             return False
         if not [k for k in node if k != "."]:
             return True
-        if isinstance(part, int):
-            node = _element(node, value[part], part)
-        else:
-            node = node.get(f"f:{part}")
-        value = value[part]
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return False  # not in the object: nobody holds it there
+        node = _element(node, value, part) if isinstance(part, int) else node.get(f"f:{part}")
     return node is not None
 
 

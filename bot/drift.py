@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
 from bot import health as health_
-from bot.applied import Path, as_applied, differences, path_text, unowned
+from bot.applied import Path, as_applied, differences, holders, path_text, unowned
 from bot.cluster import FIELD_MANAGER, ClusterClient, ClusterError
 from bot.config import Environment
 from bot.deploy import (Action, DeployError, Inventory, Observed, Options, Plan, Result, execute,
@@ -82,8 +82,8 @@ def compare(cluster: ClusterClient, seen: Observed) -> Report:
                                        api_version=body["apiVersion"], body=body))
                 continue  # someone deleted it, or took away its inventory label: a GET tells apart
         judged.append((key, live))
-        found = _check(cluster, key, body, live)
-        dry_runs += found is not _SAME_LOCALLY
+        found = check_object(cluster, key, body, live)
+        dry_runs += found is not SAME_LOCALLY
         if isinstance(found, Drifted):
             drifted.append(found)
     for key, live in seen.live.items():
@@ -103,21 +103,26 @@ def compare(cluster: ClusterClient, seen: Observed) -> Report:
                   tuple(sorted(unhealthy, key=lambda u: (order_[u[1].state], str(u[0])))), seen.skipped, dry_runs)
 
 
-_SAME_LOCALLY = object()
+SAME_LOCALLY = object()
+"""`check_object`'s answer when local comparison alone shows the object as applied: no dry run was sent."""
 
 
-def _check(cluster: ClusterClient, key: ObjectKey, body: dict[str, Any], live: dict[str, Any]) -> Any:
-    """`_SAME_LOCALLY`, None (the same, by a dry run), or how it drifted."""
+def check_object(cluster: ClusterClient, key: ObjectKey, body: dict[str, Any], live: dict[str, Any]) -> Any:
+    """`SAME_LOCALLY`, None (the same, by a dry run), or what applying `body` would change in `live`.
+
+    The dry run's refusal is raised as the `ClusterError` it is.
+    """
     held = unowned(body, live, FIELD_MANAGER)
     if next(differences(as_applied(body), live), None) is None and not held:
-        return _SAME_LOCALLY
+        return SAME_LOCALLY
     after = cluster.apply(_resource(cluster, body["apiVersion"], key), body, str(key), dry_run=True)
     before_shown, after_shown = _shown(live, key), _shown(after, key)
-    changed = [path_text(p) for p in _changed_paths(before_shown, after_shown)]
-    if not changed and not held:
+    paths = list(_changed_paths(before_shown, after_shown))
+    if not paths and not held:
         return None
-    fields = changed or [path_text(p) or "(every field)" for p in held]
-    managers = sorted({m for names in held.values() for m in names})
+    fields = [path_text(p) for p in paths] or [path_text(p) or "(every field)" for p in held]
+    managers = sorted({m for names in held.values() for m in names}
+                      | {m for p in paths for m in holders(live, p, FIELD_MANAGER)})
     return Drifted(key, "changed", Change("~", key, unified(before_shown, after_shown, key), ""),
                    tuple(fields[:20]), tuple(managers), body["apiVersion"], body)
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from bot import drift, drift_report
+from bot import cli, drift, drift_report
 from bot.cluster import connect
 from bot.environments import Environments
 from bot.pipeline import read_repo_config
@@ -117,3 +117,36 @@ def test_the_next_deploy_reverts_a_hand_edit_as_kubectl_apply_would(scenario, ku
     assert outcome["result"] == "success" and outcome["changed"] == 1 and outcome["unchanged"] == 3
     assert scenario.get("ConfigMap", "settings")["data"]["colour"] == "blue"
     assert check(scenario, outcome["sha"]).in_sync
+
+
+def test_gitops_bot_drift_by_hand(scenario, kube_target, remote, tmp_path, monkeypatch, capsys, redis_server):
+    context = f", context: {kube_target.cluster.context}" if kube_target.cluster.context else ""
+    (tmp_path / "bot.yaml").write_text(f"repos: ['acme/*']\nclusters:\n  test: {{kubeconfig: "
+                                       f"{kube_target.cluster.kubeconfig}{context}, repos: ['*']}}\n")
+    monkeypatch.setenv("GITOPS_BOT_CONFIG", str(tmp_path / "bot.yaml"))
+    monkeypatch.setenv("GITOPS_BOT_NAME", scenario.rt.settings.name)
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    command = ["drift", "--env", "staging", "--repo", str(remote.work), "--forge", "github", "--repo-name",
+               "acme/infra"]
+    sha = deployed(scenario, {**manifests(kube_target), "apps/secret.yaml": SECRET})
+    scenario.commit({"apps/config.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n"
+                                         "data: {mode: slow}\n"})  # not deployed: the drift is of `sha`
+    assert cli.main(command) == 0
+    assert f"== staging at {sha[:7]}: in sync: 5 objects as deployed" in capsys.readouterr().out
+
+    kube_target.kubectl("-n", kube_target.namespace, "patch", "secret", "token", "--type=merge",
+                        "-p", json.dumps({"stringData": {"token": "hand-typed-value"}}))
+    kube_target.kubectl("-n", kube_target.namespace, "scale", "deployment", "web", "--replicas=3")
+    assert cli.main(command) == 1
+    out = capsys.readouterr().out
+    assert f"== staging at {sha[:7]}: drifted: 2 of 5 objects" in out
+    assert f"~ apps/Deployment {kube_target.namespace}/web  changed in the cluster: spec.replicas" in out
+    assert "-  replicas: 3\n  +  replicas: 1" in out
+    assert "hand-typed-value" not in out and SECRET_VALUE not in out and "***" in out
+
+    assert cli.main([*command, "--format", "json"]) == 1
+    found = json.loads(capsys.readouterr().out)
+    assert [(d["kind"], d["fields"], d["managers"]) for d in found["drifted"]] == [
+        ("Deployment", ["spec.replicas"], ["kubectl"]), ("Secret", ["data.token"], ["kubectl-patch"])]
+    assert cli.main([*command[:2], "nowhere", *command[3:]]) == 2
+    assert "no environment 'nowhere'" in capsys.readouterr().err
