@@ -35,11 +35,14 @@ class ClusterError(Exception):
 
     `temporary`: the cluster was briefly unable to answer (a 429 or 5xx, a refused or timed-out
     connection) even after our retries; a 4xx is the API server's considered answer, and is not.
+    `causes`: the (field, message) pairs the API server gave for a refusal. The messages may quote
+    the object's values, so they are for the caller to show only where values may be shown.
     """
 
-    def __init__(self, message: str, status: int | None = None, temporary: bool = False):
+    def __init__(self, message: str, status: int | None = None, temporary: bool = False,
+                 causes: tuple[tuple[str, str], ...] = ()):
         super().__init__(message)
-        self.status, self.temporary = status, temporary
+        self.status, self.temporary, self.causes = status, temporary, causes
 
 
 def _plain(_client: Any, data: Any) -> Any:
@@ -47,14 +50,19 @@ def _plain(_client: Any, data: Any) -> Any:
     return data
 
 
-def _reason(err: ApiException) -> str:
-    """The API's reason and the fields it names. Its `message` can quote values, so it is left out,
-    and so is a field's map key (`data[…]`): an invalid Secret key may be a value put there by mistake."""
+def _status(err: ApiException) -> dict[str, Any]:
+    """The `kind: Status` body of an API error; empty when it sent none."""
     try:
         status = json.loads(err.body or "{}")
     except ValueError:
-        status = {}
-    status = status if isinstance(status, dict) else {}
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _reason(err: ApiException) -> str:
+    """The API's reason and the fields it names. Its `message` can quote values, so it is left out,
+    and so is a field's map key (`data[…]`): an invalid Secret key may be a value put there by mistake."""
+    status = _status(err)
     text = f"{status.get('reason') or err.reason or 'error'} ({err.status})"
     details = status.get("details") or {}
     if details.get("kind") and details.get("name"):
@@ -62,6 +70,14 @@ def _reason(err: ApiException) -> str:
     fields = [_SUBSCRIPT.sub(_index_only, str(c["field"])) for c in details.get("causes") or []
               if isinstance(c, dict) and c.get("field")]
     return text + (f" at {', '.join(fields[:5])}" if fields else "")
+
+
+def _causes(err: ApiException) -> tuple[tuple[str, str], ...]:
+    """Each cause of a refusal as (field, message), in the API's own words (see `ClusterError.causes`)."""
+    details = _status(err).get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    return tuple((str(c.get("field") or ""), str(c.get("message") or "")) for c in causes or []
+                 if isinstance(c, dict) and (c.get("field") or c.get("message")))
 
 
 _SUBSCRIPT = re.compile(r"\[([^\]]*)\]")
@@ -103,7 +119,8 @@ class ClusterClient:
                 return fn()
             except ApiException as err:
                 if err.status not in TRANSIENT or pause is None:
-                    raise ClusterError(f"{what}: {_reason(err)}", err.status, err.status in TRANSIENT) from None
+                    raise ClusterError(f"{what}: {_reason(err)}", err.status, err.status in TRANSIENT,
+                                       _causes(err)) from None
             except (urllib3.exceptions.HTTPError, OSError) as err:
                 if pause is None:
                     raise ClusterError(f"{what}: cluster {self.name!r} is unreachable ({type(err).__name__})",

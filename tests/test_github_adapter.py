@@ -66,6 +66,14 @@ def test_pull_state_counts_the_latest_review_of_each_reviewer(forge, fake):
     assert state.approved and state.state == "open" and state.head_sha == HEAD and state.base_ref == "main"
 
 
+def test_pull_state_names_the_author_and_a_fork(forge, fake):
+    fake.add_pull(REPO, 9, head_sha="d" * 40, head_ref="patch", author="mallory", head_full_name="mallory/infra")
+    state = forge.pull_state(REPO, 9)
+    assert (state.author, state.fork) == ("mallory", True)
+    mine = forge.pull_state(REPO, 7)
+    assert (mine.author, mine.fork) == ("octocat", False)
+
+
 @pytest.mark.parametrize("reviews, approved, note", [
     ([("bob", "APPROVED", HEAD)], True, ""),
     ([("bob", "APPROVED", "0" * 40)], False, "@bob approved an older head"),

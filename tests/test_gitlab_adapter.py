@@ -158,7 +158,7 @@ def test_an_unknown_user_has_no_permission(forge):
 
 
 def test_pull_state(forge, fake):
-    assert forge.pull_state(PATH, 7) == PullState(HEAD, "main", "open", True, False)
+    assert forge.pull_state(PATH, 7) == PullState(HEAD, "main", "open", True, False, author="alice", fork=False)
     fake.set_access(PATH, "carol", DEVELOPER)
     fake.add_approval(PATH, 7, "carol")
     assert forge.pull_state(PATH, 7).approved
@@ -167,6 +167,13 @@ def test_pull_state(forge, fake):
     state = forge.pull_state(PATH, 8)
     assert not state.approved and state.approval_note == "GitLab's approval rules want 1 more"
     assert fake.calls("GET", r"/merge_requests/8/versions$")
+
+
+def test_pull_state_names_the_author_and_a_fork(forge, fake):
+    fake.add_mr(PATH, 9, "from-a-fork", "main", "d" * 40, author="mallory", source_project_id=999)
+    state = forge.pull_state(PATH, 9)
+    assert (state.author, state.fork) == ("mallory", True)
+    assert forge.pull_state(PATH, 7).fork is False
 
 
 EARLIER = "2020-01-01T00:00:00.000Z"

@@ -121,6 +121,10 @@ class PullState:
     """Someone with write permission or above approved the current head, and no one of them asks for changes."""
     approval_note: str = ""
     """When it is not approved: the reviews that did not count, and why, in words for a reply."""
+    author: str = ""
+    """Who opened it."""
+    fork: bool = False
+    """Its head is in another repository (a fork), or in one the forge no longer shows."""
 
 
 APPROVER_LEVEL = "write"

@@ -333,7 +333,9 @@ class GitHubForge:
                 for user, (state, commit) in _stances(pull.get_reviews()).items())
             state: Literal["open", "closed", "merged"] = "merged" if pull.merged else (
                 "open" if pull.state == "open" else "closed")
-            return PullState(head, pull.base.ref, state, pull.mergeable, approved, note)
+            fork = pull.head.repo is None or pull.head.repo.full_name != pull.base.repo.full_name
+            return PullState(head, pull.base.ref, state, pull.mergeable, approved, note,
+                             pull.user.login if pull.user else "", fork)
         return _call("read pull request", read)
 
     def merge(self, repo: str, number: int, sha: str, message: str) -> str:

@@ -362,7 +362,8 @@ class GitLabForge:
                 approved, note = False, f"GitLab's approval rules want {approvals.approvals_left} more"
             state = _MR_STATES.get(mr.state, "closed")
             return PullState(mr.sha, mr.target_branch, state, _mergeable(mr), approved,  # type: ignore[arg-type]
-                             note)
+                             note, (mr.author or {}).get("username", ""),
+                             mr.source_project_id != mr.target_project_id)
         return _call("read merge request", read)
 
     def merge(self, repo: str, number: int, sha: str, message: str) -> str:
