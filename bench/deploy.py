@@ -1,19 +1,24 @@
-"""Benchmark: deploy 1,000 objects, then the same with 10 changed, and with none changed.
+"""Benchmark: deploy 1,000 objects, then the same with 10 changed, and with none changed; then
+check them for drift, in sync and with 10 objects edited by hand.
 
 Run from the repository root: `python bench/deploy.py`. It deploys through the real `kubernetes`
-client to the Kubernetes API stand-in, and prints each deploy's API write calls and wall time.
+client to the Kubernetes API stand-in, and prints each deploy's API write calls and wall time, and
+each drift check's requests (a check's cost should follow the drift, not the environment's size).
 """
 
 from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the stand-in lives under tests/, which is not installed
 
-from bot import deploy  # noqa: E402
+from bot import deploy, drift  # noqa: E402
+from bot.cluster import connect  # noqa: E402
+from bot.render import render  # noqa: E402
 from bot.config import Cluster, Environment  # noqa: E402
 from bot.gitrepo import WorkTreeSnapshot  # noqa: E402
 from tests.fakes.kube_api import FakeKubeAPI  # noqa: E402
@@ -62,6 +67,25 @@ def main() -> None:
         write_manifests(root, changed=CHANGED)
         run(f"{CHANGED} changed")
         run("no change")
+
+        def check(label: str) -> None:
+            kube.reset_records()
+            with connect(cluster) as client:
+                started = time.monotonic()
+                report = drift.check(client, render(WorkTreeSnapshot(root), env), env, inventory, kinds)
+                took = time.monotonic() - started
+            lists = sum(r.method == "GET" and "labelSelector" in r.query for r in kube.requests)
+            print(f"{label:<22} {len(kube.requests):>5} requests ({lists} lists, {report.dry_runs} dry runs, "
+                  f"{len(kube.requests) - lists - report.dry_runs} discovery) "
+                  f"{took:7.2f} s   ({len(report.drifted)} drifted of {report.compared})")
+
+        check("drift, in sync")
+        with connect(cluster) as client:  # someone edits ten ConfigMaps by hand
+            configmaps = client.resource("", "ConfigMap", "v1")
+            for i in range(CHANGED):
+                configmaps.patch(body={"data": {"value": "by hand"}}, name=f"config-{i}", namespace=NAMESPACE,
+                                 content_type="application/merge-patch+json", field_manager="kubectl-edit")
+        check(f"drift, {CHANGED} edited")
 
 
 if __name__ == "__main__":
