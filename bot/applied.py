@@ -47,7 +47,8 @@ def as_applied(body: dict[str, Any]) -> dict[str, Any]:
 
 def differences(desired: Any, live: Any, path: Path = ()) -> Iterator[Path]:
     """Paths where `live` lacks a field of `desired`, or holds another value. Fields only `live`
-    has are not differences; a list must have as many items, each the same as applied."""
+    has are not differences; a list keyed by name may hold items of others too; any other list
+    must have as many items, each the same as applied."""
     if desired is None or path in UNTRACKED:
         return  # null in an apply means "not set"
     if isinstance(desired, dict):
@@ -61,6 +62,15 @@ def differences(desired: Any, live: Any, path: Path = ()) -> Iterator[Path]:
             else:
                 yield from differences(value, live[key], path + (key,))
     elif isinstance(desired, list):
+        named = _by_name(desired), _by_name(live)
+        if named[0] is not None and named[1] is not None:
+            # A list keyed by name (containers, env, volumes): items others added are theirs.
+            for i, (name, mine) in enumerate(named[0].items()):
+                if name not in named[1]:
+                    yield path + (i,)
+                else:
+                    yield from differences(mine, named[1][name], path + (i,))
+            return
         if not isinstance(live, list) or len(live) != len(desired):
             yield path
             return
@@ -68,6 +78,14 @@ def differences(desired: Any, live: Any, path: Path = ()) -> Iterator[Path]:
             yield from differences(mine, theirs, path + (i,))
     elif not _same_scalar(desired, live, path):
         yield path
+
+
+def _by_name(items: Any) -> dict[str, Any] | None:
+    """A list's items by their `name`, when every item is a mapping with a distinct one."""
+    if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items):
+        return None
+    named = {i["name"]: i for i in items}
+    return named if len(named) == len(items) else None
 
 
 def _same_scalar(desired: Any, live: Any, path: Path) -> bool:

@@ -170,7 +170,8 @@ def healing(report: Report, env: Environment) -> Plan:
                for d in report.drifted if d.what != "extra"]
     deletes = [Action("delete", d.key, d.api_version) for d in report.drifted if d.what == "extra"] if env.prune \
         else []
-    return Plan(order(applies, deletes), kinds=frozenset(kind_id(a.key.group, a.key.kind) for a in applies))
+    return Plan(order(applies, deletes), rollouts=tuple((a.api_version, a.key) for a in applies),
+                kinds=frozenset(kind_id(a.key.group, a.key.kind) for a in applies))
 
 
 def heal(cluster: ClusterClient, report: Report, env: Environment, options: Options = Options(),

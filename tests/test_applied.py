@@ -73,6 +73,15 @@ def test_a_value_changed_or_gone_is_a_difference(path, value, shown):
     assert [path_text(p) for p in differences(DESIRED, edited(path, value))] == [shown]
 
 
+def test_a_container_another_party_added_is_not_a_difference_but_one_removed_is():
+    live = copy.deepcopy(LIVE)
+    containers = live["spec"]["template"]["spec"]["containers"]
+    containers.append({"name": "sidecar", "image": "proxy:1"})  # injected by an admission webhook
+    assert list(differences(DESIRED, live)) == []
+    del containers[0]
+    assert [path_text(p) for p in differences(DESIRED, live)] == ["spec.template.spec.containers[0]"]
+
+
 def test_a_quantity_is_compared_by_value_only_where_the_server_keeps_quantities():
     config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"cpu": "0.5"}}
     assert list(differences(config, {**config, "data": {"cpu": "500m"}})) == [("data", "cpu")]
