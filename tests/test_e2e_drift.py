@@ -16,7 +16,7 @@ from bot.environments import EnvRef, Environments
 from bot.forges.github import signature
 from tests.conftest import payload
 from tests.harness import ROOT, Bot, bot_env
-from tests.test_e2e_deploy import FILES, NS, REPO, SECRET, TOKEN, kube, merge, server_config  # noqa: F401
+from tests.test_e2e_deploy import FILES, NS, PROJECT, REPO, SECRET, TOKEN, gitlab, kube, merge, server_config  # noqa: F401
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 
@@ -111,6 +111,32 @@ def test_drift_heal_reapplies_and_records_a_deploy_by_the_bot(tmp_path, remote, 
         assert envs.deployed(ref).actor != "gitops-bot"  # the deploy of record stays the merge's
         sync = envs.sync(ref)
         assert sync.state == "in_sync" and sync.healed
+        assert bot.failed_jobs() == []
+    finally:
+        bot.stop()
+
+
+def test_gitlab_shows_drift_as_a_commit_status_too(tmp_path, remote, redis_server, redis, kube, gitlab):
+    bot = Bot(bot_env(tmp_path, redis_server.url, server_config(tmp_path, kube, "group/sub/*"),
+                      GITLAB_WEBHOOK_TOKEN=SECRET, GITLAB_TOKEN=TOKEN, GITLAB_URL=gitlab.url))
+    try:
+        sha = merge(remote)
+        gitlab.add_project(PROJECT, http_url_to_repo=remote.url)
+        push = payload("gitlab/push")
+        push["project"].update({"path_with_namespace": PROJECT, "git_http_url": remote.url, "http_url": remote.url,
+                                "default_branch": "main", "web_url": f"{gitlab.url}/{PROJECT}"})
+        push.update(ref="refs/heads/main", after=sha, checkout_sha=sha)
+        answer = bot.post("/webhooks/gitlab", json.dumps(push).encode(), {
+            "X-Gitlab-Event": "Push Hook", "X-Gitlab-Event-UUID": "uuid-1", "X-Gitlab-Token": SECRET})
+        assert answer.status == 202, answer.body
+        bot.work()
+        kubectl(kube, tmp_path, "scale", "deployment", "web", "--replicas=5")
+        run = subprocess.run([sys.executable, "-m", "bot", "reconcile"], cwd=ROOT, env=bot.env, capture_output=True,
+                             text=True, timeout=120)
+        assert f"sync check queued: {PROJECT} staging" in run.stdout, run.stderr
+        bot.work()
+        (status,) = [s for s in gitlab.statuses(PROJECT, sha) if s["name"] == "gitops-bot/sync"]
+        assert status["status"] == "failed" and "Deployment shop/web" in status["description"]
         assert bot.failed_jobs() == []
     finally:
         bot.stop()
