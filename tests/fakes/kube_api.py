@@ -9,21 +9,40 @@ no namespace checks, and its lists carry no `kind`. We would have overridden nea
 so a compact threaded server is simpler. RecordingServer already records requests and injects faults.
 
 What it serves:
-- legacy discovery (`/version`, `/api`, `/api/v1`, `/apis`, `/apis/{g}`, `/apis/{g}/{v}`). A request
-  for aggregated discovery gets the plain shapes with `Content-Type: application/json`, and that is
-  what makes client-go fall back to legacy discovery;
+- legacy discovery (`/version`, `/api`, `/api/v1`, `/apis`, `/apis/{g}`, `/apis/{g}/{v}`), with the `scale`
+  subresources. A request for aggregated discovery gets the plain shapes with `Content-Type: application/json`,
+  and that is what makes client-go fall back to legacy discovery;
 - a minimal OpenAPI v3, only so kubectl's default `--validate=strict` sees that PATCH takes
   `fieldValidation`. Without it kubectl fails with "failed to download openapi";
-- objects: GET, LIST (label and field selectors), POST, PUT, DELETE (one object or a collection),
-  merge and strategic patches (both applied as a JSON merge patch), and server-side apply with
-  per-manager field sets in managedFields. A watch answers at once with the current objects (or the
-  ones changed since its resourceVersion) and then ends. `kubectl rollout status` works, but its
-  client-go logs "very short watch" info lines;
+- objects: GET, LIST (label and field selectors), POST, PUT, DELETE (one object or a collection), JSON merge
+  patches, strategic merge patches (lists with a merge key merge element by element), server-side apply with
+  per-manager field sets in managedFields, and `/scale` (GET, PUT, PATCH; `kubectl scale`). A watch answers at
+  once with the current objects (or the ones changed since its resourceVersion) and then ends.
+  `kubectl rollout status` works, but its client-go logs "very short watch" info lines;
+- what a real server does to every write, dry runs included:
+  - defaulting, a subset of the real defaulters (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, pod
+    templates and their containers, probes and volumes, Service, Secret, Namespace, PVC, NetworkPolicy, LimitRange,
+    role bindings). A Service gets a cluster IP (node ports for NodePort and LoadBalancer) that later writes keep,
+    and a Job its controller-uid selector and pod labels;
+  - quantities in resource lists (containers, pod overhead, PVCs, ResourceQuota, LimitRange) and `emptyDir.sizeLimit`
+    stored as apimachinery's `resource.Quantity` writes them; one that does not parse is the real 400 ("cannot be
+    handled as a Deployment: quantities must match the regular expression ...");
+  - validation refusals as 422 Invalid Status bodies with the real messages and causes: names, label and annotation
+    keys and values, replicas, selectors that miss the template, containers (name, image, duplicates, ports),
+    Service ports, a Job's restartPolicy;
+- field managers as on a real server: Update managers (POST, PUT, patches, `/scale` with `subresource: scale`) own
+  what they changed, defaults included; an Apply manager owns what it applied, and shares fields another applier
+  set to the same value. Lists with merge keys are associative in apply (containers, initContainers, volumes,
+  imagePullSecrets by name, env by name, ports by containerPort and protocol, volumeMounts by mountPath, Service
+  ports by port and protocol), with `k:{...}` element keys in fieldsV1, so another manager's sidecar or env var
+  survives an apply that does not mention it;
 - CRDs that register their kinds, plus computed status for Namespaces, CRDs and workloads, with test hooks.
 
-Simplifications, on purpose: lists are atomic in apply (no merge keys), there is no defaulting, and
-`status` is server-owned for every kind (tests use `set_status`). Deleting a namespace is immediate,
-and watches do not report deletions.
+Simplifications, on purpose: other lists are atomic in apply; applied elements keep the live order with new ones
+last; defaulting and validation cover the subset above (no admission plugins: no default ServiceAccount or
+tolerations on Pods, no LimitRange applied to pods); conflicts are only on leaf values; `status` is server-owned
+for every kind (tests use `set_status`) and PVCs have none. Deleting a namespace is immediate, and watches do not
+report deletions.
 """
 
 from __future__ import annotations
@@ -662,7 +681,8 @@ def go_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, dict):
-        return "map[string]string{" + ", ".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in sorted(value.items())) + "}"
+        pairs = ", ".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in sorted(value.items()))
+        return "map[string]string{" + pairs + "}"
     return "null" if value is None else json.dumps(value)
 
 
