@@ -9,11 +9,14 @@ import json
 import marshal
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 from bot.config import EnvironmentChange, IgnoreRule
 from bot.render import Manifest
 from bot.yamlio import dump
+
+if TYPE_CHECKING:
+    from bot.preview import LivePlan
 
 Op = Literal["+", "-", "~"]
 
@@ -91,6 +94,8 @@ class EnvironmentDiff:
     cluster: str | None = None
     refusal: str | None = None
     """Why the server config refuses this environment's deploys, if it does."""
+    live: LivePlan | None = None
+    """What applying the head would do to the cluster now, or why that was not computed (`bot.preview`)."""
 
     @property
     def counts(self) -> Counts:

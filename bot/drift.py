@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 from bot import health as health_
 from bot.applied import Path, as_applied, differences, holders, path_text, unowned
@@ -107,16 +107,19 @@ SAME_LOCALLY = object()
 """`check_object`'s answer when local comparison alone shows the object as applied: no dry run was sent."""
 
 
-def check_object(cluster: ClusterClient, key: ObjectKey, body: dict[str, Any], live: dict[str, Any]) -> Any:
-    """`SAME_LOCALLY`, None (the same, by a dry run), or what applying `body` would change in `live`.
+def check_object(cluster: ClusterClient, key: ObjectKey, body: dict[str, Any], live: dict[str, Any], *,
+                 shown: Callable[[dict[str, Any], ObjectKey], dict[str, Any]] | None = None) -> Any:
+    """`SAME_LOCALLY`, None (the same, by a dry run), or what applying `body` would change in `live`,
+    compared as `shown` (default: without status and server bookkeeping) shows both.
 
     The dry run's refusal is raised as the `ClusterError` it is.
     """
+    shown = shown or _shown
     held = unowned(body, live, FIELD_MANAGER)
     if next(differences(as_applied(body), live), None) is None and not held:
         return SAME_LOCALLY
     after = cluster.apply(_resource(cluster, body["apiVersion"], key), body, str(key), dry_run=True)
-    before_shown, after_shown = _shown(live, key), _shown(after, key)
+    before_shown, after_shown = shown(live, key), shown(after, key)
     paths = list(_changed_paths(before_shown, after_shown))
     if not paths and not held:
         return None

@@ -51,10 +51,12 @@ def _pull_request(event: PullRequestEvent) -> Plan:
     return Plan(ignored=f"pull request action {event.detail!r} does not change what it deploys")
 
 
-def diff_job(event: PullRequestEvent) -> JobSpec:
+def diff_job(event: PullRequestEvent, requested_by: str | None = None) -> JobSpec:
+    """Diff a pull request at its head; `requested_by` is whoever asked with `/diff`."""
     pull = event.pull
+    kwargs = {"pull": to_plain(pull), **({"requested_by": requested_by} if requested_by is not None else {})}
     return JobSpec(
-        queue="diff", func="diff_pull_request", kwargs={"pull": to_plain(pull)},
+        queue="diff", func="diff_pull_request", kwargs=kwargs,
         description=f"diff {pull.repo.full_name}#{pull.number} at {pull.head_sha[:7]}",
         supersedes=pull_key(pull.repo.forge, pull.repo.full_name, pull.number), timeout=900)
 

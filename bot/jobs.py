@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping
 from redis.exceptions import LockError
 from rq import get_current_job
 
-from bot import deploy, deploy_report, drift, governance, runtime, slash, sync
+from bot import deploy, deploy_report, drift, governance, preview, runtime, slash, sync
 from bot.cluster import ClusterClient, ClusterError
 from bot.comments import sync_comments
 from bot.metrics import FleetMetrics, measured
@@ -38,8 +38,12 @@ POST_LOCK_SECONDS = 300
 
 @measured("diff")
 @retried_as_the_error_says
-def diff_pull_request(pull: dict[str, Any], generation: str | None = None) -> dict[str, Any]:
-    """Render a pull request's base and head, and bring its diff comment and status up to date."""
+def diff_pull_request(pull: dict[str, Any], generation: str | None = None,
+                      requested_by: str | None = None) -> dict[str, Any]:
+    """Render a pull request's base and head, and bring its diff comment and status up to date.
+
+    `requested_by`: who asked with `/diff`; their own right to a live plan is checked (`bot.preview`).
+    """
     rt = runtime.current()
     pr = pull_from_plain(pull)
     key = pull_key(pr.repo.forge, pr.repo.full_name, pr.number)
@@ -61,7 +65,7 @@ def diff_pull_request(pull: dict[str, Any], generation: str | None = None) -> di
         return {"superseded": True}
     forge.set_status(pr.repo.full_name, pr.head_sha, context, "pending", "rendering manifests")
     report = (DiffReport(pr.base_sha, pr.head_sha, error=str(fetched)) if isinstance(fetched, GitError)
-              else build_report(rt, pr, fetched))
+              else build_report(rt, pr, fetched, forge, requested_by))
     bodies = markdown(report, rt.settings.name, forge.comment_limit)
     # One job at a time edits a pull request's comment, so two workers never both create it, and
     # whichever posts second checks again that it is still the newest.
@@ -126,9 +130,10 @@ def fetch_pull(rt: runtime.Runtime, forge: Forge, pr: PullRequest) -> Fetched | 
     return Fetched(mirror, mirror.resolve(base_branch), forge.default_branch(pr.repo.full_name))
 
 
-def build_report(rt: runtime.Runtime, pr: PullRequest, fetched: Fetched) -> DiffReport:
+def build_report(rt: runtime.Runtime, pr: PullRequest, fetched: Fetched, forge: Forge | None = None,
+                 requested_by: str | None = None) -> DiffReport:
     """Diff the merge base against the head (as the PR's files view does), with the server's grants
-    and any change to `.gitops.yaml` reviewed."""
+    and any change to `.gitops.yaml` reviewed; with `forge`, each cluster's live plan too."""
     mirror, base_tip = fetched.mirror, fetched.base_tip
     base_sha = mirror.merge_base(base_tip, pr.head_sha) or base_tip
     base, head = mirror.snapshot(base_sha), mirror.snapshot(pr.head_sha)
@@ -139,8 +144,12 @@ def build_report(rt: runtime.Runtime, pr: PullRequest, fetched: Fetched) -> Diff
         branch=pr.base_ref, default_branch=fetched.default_branch,
         changed=changed, server_rules=rt.server.ignore,
         clusters=set(rt.server.clusters), timeout=rt.server.render_timeout, sandbox=rt.server.render_sandbox)
-    return governance.review(report, server=rt.server, repo=pr.repo.full_name, base=config, head=head,
-                             changed=changed, branch=pr.base_ref, default_branch=fetched.default_branch)
+    report = governance.review(report, server=rt.server, repo=pr.repo.full_name, base=config, head=head,
+                               changed=changed, branch=pr.base_ref, default_branch=fetched.default_branch)
+    if forge is None:
+        return report
+    return preview.add_live_plans(rt, forge, pr, report, head=head, config=config,
+                                  default_branch=fetched.default_branch, requested_by=requested_by)
 
 
 @measured("commands")

@@ -5,12 +5,16 @@ from __future__ import annotations
 import html
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import REPO_CONFIG_FILE
 from bot.diff import Change, ConfigReview, Counts, DiffReport, EnvironmentDiff
 
+if TYPE_CHECKING:
+    from bot.preview import LivePlan
+
 OP_WORDS = {"+": "added", "~": "changed", "-": "removed"}
+LIVE_OPS = {"create": "+", "change": "~", "prune": "-", "drift reverted": "~"}
 PART_RESERVE = 300
 """Room kept in every part for its marker and "Part N of M" header."""
 NAME_CHARS = 300
@@ -190,7 +194,74 @@ def markdown_blocks(report: DiffReport, name: str, limit: int) -> list[tuple[str
             if len(block) > room:
                 block = _details(change, room - 200)
             blocks.append((block, continued))
+        if env.live is not None:
+            blocks += _live_blocks(env.live, report.head_sha, continued, limit)
     return blocks
+
+
+# -- the live plan ------------------------------------------------------------------------------
+
+LIVE_TITLE = "##### Live plan"
+
+
+def _live_blocks(plan: LivePlan, head: str, continued: str, limit: int) -> list[tuple[str, str | None]]:
+    """The live plan after its environment's Git diff: its header, then an object per block."""
+    header = _live_header(plan, head, budget=(limit - PART_RESERVE) // 4)
+    again = f"{continued}\n\n{LIVE_TITLE} (continued)"
+    room = limit - PART_RESERVE - len(again) - 200
+    blocks: list[tuple[str, str | None]] = [(header, None)]
+    for word, change, note in plan.objects:
+        block = _live_details(word, change, note)
+        if len(block) > room:
+            block = _live_details(word, change, note, room - 200)
+        blocks.append((block, again))
+    return blocks
+
+
+def _live_header(plan: LivePlan, head: str, budget: int = MESSAGE_CHARS) -> str:
+    """What applying the head would do to the cluster now, in numbers, with the refusals and notes."""
+    lines = [f"{LIVE_TITLE} · cluster {code(clip(plan.cluster))} now", ""]
+    if plan.skipped:
+        return "\n".join(lines + [f"⏸️ **Not computed:** {clip(plan.skipped, MESSAGE_CHARS)}."])
+    lines.append(f"What applying head {code(short(head))} would do to the cluster now, by a server-side dry run "
+                 f"(`dryRun=All`): nothing was written. Computed because {clip(plan.ran_for, MESSAGE_CHARS)}.")
+    if plan.error:
+        return "\n".join(lines + ["", "**The live plan could not be computed:**", "",
+                                  fenced(clip(plan.error, min(budget, MESSAGE_CHARS)), "text")])
+    c = plan.counts
+    lines += ["", "| Create | Change | Prune | Drift reverted | Refused | Unchanged |", "|---:|---:|---:|---:|---:|---:|",
+              f"| {c['created']} | {c['changed']} | {c['pruned']} | {c['reverted']} | {c['refused']} | "
+              f"{plan.unchanged} |"]
+    if not any(c.values()):
+        lines += ["", "Applying the head would change nothing in the cluster."]
+    items = [f"⛔ **Refused:** {code(clip(str(r.key)))}: {clip(r.reason, MESSAGE_CHARS)}" for r in plan.refused]
+    items += [f"⚠️ {code(clip(str(key)))} needs a Namespace or CustomResourceDefinition that this head creates, "
+              "so a dry run cannot validate it" for key in plan.unvalidated]
+    items += [f"⚠️ {clip(note, MESSAGE_CHARS)}" for note in plan.notes]
+    return "\n".join(lines + _listed(items, budget))
+
+
+def _listed(items: list[str], budget: int) -> list[str]:
+    """Quoted lines in about `budget` characters, saying how many more there are."""
+    lines: list[str] = []
+    used = 0
+    for index, item in enumerate(items):
+        line = f"> {item}"
+        if used + len(line) > budget:
+            return lines + ["", f"> … and {len(items) - index} more"]
+        lines += ["", line]
+        used += len(line) + 2
+    return lines
+
+
+def _live_details(word: str, change: Change, note: str, max_chars: int | None = None) -> str:
+    extra = f" · {note}" if note else ""
+    summary_line = (f"<details><summary><code>{LIVE_OPS[word]} {html.escape(clip(str(change.key)))}</code>"
+                    f" <sub>{html.escape(word + clip(extra))}</sub></summary>")
+    body = change.diff
+    if max_chars is not None:
+        body = _truncate(body, max_chars - len(summary_line) - 200)
+    return f"{summary_line}\n\n{fenced(body, 'diff')}\n\n</details>"
 
 
 def _summary(report: DiffReport, name: str, budget: int, parts: int, max_parts: int) -> str:
@@ -199,7 +270,10 @@ def _summary(report: DiffReport, name: str, budget: int, parts: int, max_parts: 
     blocks = [_header(report, name)]
     if report.config:
         blocks.append(_config_review(report.config))
-    blocks += [_env_header(env, budget=budget // 8) for env in report.environments]
+    for env in report.environments:
+        blocks.append(_env_header(env, budget=budget // 8))
+        if env.live is not None:
+            blocks.append(_live_header(env.live, report.head_sha, budget // 8))
     base, head = short(report.base_sha), short(report.head_sha)
     blocks.append(f"**The whole diff would take {parts} comments**, more than the {max_parts} a pull request "
                   f"gets, so here are its largest changes. See every change with "
@@ -273,7 +347,28 @@ def text(report: DiffReport, colour: bool = False) -> str:
             for line in change.diff.splitlines():
                 kind = line[:1] if line[:1] in "+-@" else None
                 out.append("  " + (paint(line, kind) if kind else line))
+        if env.live is not None:
+            out += _live_text(env.live, paint)
     return "\n".join(out) + "\n"
+
+
+def _live_text(plan: LivePlan, paint: Any) -> list[str]:
+    title = f"-- live plan, cluster {plan.cluster}: "
+    if plan.skipped:
+        return [paint(title + "not computed", "bold"), f"   {plan.skipped}"]
+    if plan.error:
+        return [paint(title + "failed", "bold"), f"   {plan.error}"]
+    c = plan.counts
+    out = [paint(title + f"{c['created']} to create, {c['changed']} to change, {c['pruned']} to prune, "
+                         f"{c['reverted']} drift reverted, {c['refused']} refused", "bold")]
+    out += [paint("refused: ", "-") + f"{r.key}: {r.reason}" for r in plan.refused]
+    out += [f"not validated: {key} needs what this head creates" for key in plan.unvalidated]
+    for word, change, note in plan.objects:
+        out.append(paint(f"{LIVE_OPS[word]} {change.key}", "bold") + f"  ({word}{' · ' + note if note else ''})")
+        for line in change.diff.splitlines():
+            kind = line[:1] if line[:1] in "+-@" else None
+            out.append("  " + (paint(line, kind) if kind else line))
+    return out
 
 
 def _config_lines(review: ConfigReview) -> list[str]:
@@ -327,6 +422,19 @@ def as_json(report: DiffReport) -> str:
             "changes": [{"op": OP_WORDS[c.op], "group": c.key.group, "kind": c.key.kind,
                          "namespace": c.key.namespace, "name": c.key.name, "source": c.source,
                          "diff": c.diff} for c in env.changes],
+            "live": None if env.live is None else _live_json(env.live),
         } for env in report.environments],
     }
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
+def _live_json(plan: LivePlan) -> dict[str, Any]:
+    def key(k: Any) -> dict[str, str]:
+        return {"group": k.group, "kind": k.kind, "namespace": k.namespace, "name": k.name}
+
+    return {"cluster": plan.cluster, "ran_for": plan.ran_for or None, "skipped": plan.skipped, "error": plan.error,
+            "counts": {**plan.counts, "unchanged": plan.unchanged},
+            "objects": [{"op": word, **key(change.key), "note": note, "diff": change.diff}
+                        for word, change, note in plan.objects],
+            "refused": [{**key(r.key), "reason": r.reason} for r in plan.refused],
+            "unvalidated": [key(k) for k in plan.unvalidated], "notes": list(plan.notes)}

@@ -588,7 +588,8 @@ class Executor:
             case Recompute(base_ref, head_sha):
                 pull = PullRequest(repo, number, title="", author="", base_ref=base_ref, base_sha="", head_ref="",
                                    head_sha=head_sha, head_clone_url=repo.clone_url)
-                self._queue(index, diff_job(PullRequestEvent("updated", pull, author, detail=f"{p}diff")))
+                self._queue(index, diff_job(PullRequestEvent("updated", pull, author, detail=f"{p}diff"),
+                                            requested_by=author))
                 return Outcome("ok")
             case Merge(env, head_sha, deploys):
                 try:
