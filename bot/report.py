@@ -229,12 +229,15 @@ def _live_header(plan: LivePlan, head: str, budget: int = MESSAGE_CHARS) -> str:
         return "\n".join(lines + ["", "**The live plan could not be computed:**", "",
                                   fenced(clip(plan.error, min(budget, MESSAGE_CHARS)), "text")])
     c = plan.counts
-    lines += ["", "| Create | Change | Prune | Drift reverted | Refused | Unchanged |", "|---:|---:|---:|---:|---:|---:|",
+    lines += ["", "| Create | Change | Prune | Drift reverted | Refused | Unchanged |",
+              "|---:|---:|---:|---:|---:|---:|",
               f"| {c['created']} | {c['changed']} | {c['pruned']} | {c['reverted']} | {c['refused']} | "
               f"{plan.unchanged} |"]
     if not any(c.values()):
         lines += ["", "Applying the head would change nothing in the cluster."]
-    items = [f"⛔ **Refused:** {code(clip(str(r.key)))}: {clip(r.reason, MESSAGE_CHARS)}" for r in plan.refused]
+    # The API server's words may quote the object's values: as code on one line, they cannot break the Markdown.
+    items = [f"⛔ **Refused:** {code(clip(str(r.key)))}: {code(clip(' '.join(r.reason.split()), MESSAGE_CHARS))}"
+             for r in plan.refused]
     items += [f"⚠️ {code(clip(str(key)))} needs a Namespace or CustomResourceDefinition that this head creates, "
               "so a dry run cannot validate it" for key in plan.unvalidated]
     items += [f"⚠️ {clip(note, MESSAGE_CHARS)}" for note in plan.notes]

@@ -109,11 +109,13 @@ class World:
 
 
 @contextlib.contextmanager
-def world_on(forge_name: str, tmp_path: Path, remote, redis_server, kube: KubeTarget) -> Iterator[World]:
+def world_on(forge_name: str, tmp_path: Path, remote, redis_server, kube: KubeTarget,
+             grant: str = "") -> Iterator[World]:
+    """`grant`: more of the cluster's server config (`namespaces: [...]`)."""
     cluster = kube.cluster
     context = f", context: {cluster.context}" if cluster.context else ""
     config = (f"repos: ['acme/*', 'group/sub/*']\nclusters:\n  staging: {{kubeconfig: {cluster.kubeconfig}"
-              f"{context}, repos: ['*']}}\ndeploy: {{rollout_timeout: {kube.rollout_timeout:g}}}\n")
+              f"{context}, repos: ['*']{grant}}}\ndeploy: {{rollout_timeout: {kube.rollout_timeout:g}}}\n")
     forge = FakeGitHub(bot_login="gitops-bot") if forge_name == "github" else \
         FakeGitLab(bot_username="gitops-bot", token=TOKEN)
     with contextlib.ExitStack() as stack:
@@ -216,17 +218,45 @@ def test_an_object_the_api_server_refuses_shows_its_reason_before_merge(world):
     world.kube.fake.fail("PATCH", r"/secrets/db$", Reply(422, status_body(
         422, "Invalid", f'Secret "db" is invalid: data[password]: Invalid value: "{PASSWORD_HEAD}"',
         {"name": "db", "kind": "Secret", "causes": [
-            {"reason": "FieldValueInvalid", "field": "data[password]", "message": f'Invalid value: "{PASSWORD_HEAD}"'}]})))
+            {"reason": "FieldValueInvalid", "field": "data[password]",
+             "message": f'Invalid value: "{PASSWORD_HEAD}"'}]})))
     world.open_pull({"apps/web.yaml": bad, "apps/secret.yaml": HEAD_CHANGES["apps/secret.yaml"]}, author="alice")
     plan = section(world.run())
 
     assert "| 0 | 0 | 0 | 0 | 2 |" in plan
-    assert (f"⛔ **Refused:** `apps/Deployment {ns}/web`: Invalid (422): Deployment web at spec.replicas: "
-            "spec.replicas: Invalid value: -1: must be greater than or equal to 0") in plan
-    assert f"⛔ **Refused:** `Secret {ns}/db`: Invalid (422): Secret db at data[…]\n" in plan + "\n"
+    assert (f"⛔ **Refused:** `apps/Deployment {ns}/web`: `Invalid (422): Deployment web at spec.replicas: "
+            "spec.replicas: Invalid value: -1: must be greater than or equal to 0`") in plan
+    assert f"⛔ **Refused:** `Secret {ns}/db`: `Invalid (422): Secret db at data[…]`\n" in plan + "\n"
     assert PASSWORD_HEAD not in plan
     world.assert_only_reads_and_dry_runs()
     assert world.kube.fake.get("apps", "Deployment", ns, "web")["spec"]["replicas"] == 1
+
+
+def test_an_object_outside_the_clusters_namespaces_is_refused_by_the_server_config(tmp_path, remote, redis_server,
+                                                                                    redis, kube_target):
+    if not kube_target.fake:
+        pytest.skip("reads the stand-in's record of requests")
+    ns = kube_target.namespace
+    with world_on("github", tmp_path, remote, redis_server, kube_target, grant=f", namespaces: [{ns}]") as world:
+        world.scenario.grant("alice", "write")
+        outside = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: kube-system}\n"
+        world.open_pull({"apps/other.yaml": outside}, author="alice")
+        plan = section(world.run())
+        assert "**The live plan could not be computed:**" in plan
+        assert f"ConfigMap kube-system/x: the cluster takes objects only in the namespaces {ns}" in plan
+        assert world.kube.fake.writes() == [] and [r for r in world.requests() if r.method != "GET"] == []
+
+
+def test_a_cluster_that_cannot_answer_leaves_the_git_diff_and_says_so(world):
+    world.scenario.grant("alice", "write")
+    world.kube.fake.inject("PATCH", r"/deployments/web$", 503, times=3)  # past the client's retries
+    world.open_pull(HEAD_CHANGES, author="alice")
+    comment = world.run()
+    assert "<code>~ apps/Deployment" in comment  # the Git diff is posted whatever the cluster does
+    plan = section(comment)
+    assert "**The live plan could not be computed:**" in plan and "ServiceUnavailable (503)" in plan
+    assert "⛔ **Refused:**" not in plan  # a cluster's bad moment is not the API server's refusal
+    assert world.kube.fake.writes() == []
 
 
 def test_a_refusal_names_the_causes_but_never_a_secrets():
@@ -350,6 +380,7 @@ def test_a_plan_in_text_and_json():
     shown = text(report)
     assert "-- live plan, cluster staging: 1 to create, 0 to change, 0 to prune, 1 drift reverted, 1 refused" in shown
     assert "refused: apps/Deployment shop/w: Invalid (422)" in shown
+    assert "⛔ **Refused:** `apps/Deployment shop/w`: `Invalid (422)`" in markdown(report, "gitops-bot")[0]
     data = __import__("json").loads(as_json(report))
     live = data["environments"][0]["live"]
     assert live["counts"] == {"created": 1, "changed": 0, "pruned": 0, "reverted": 1, "refused": 1, "unchanged": 0}
