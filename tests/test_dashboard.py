@@ -100,7 +100,7 @@ def record_checks(redis, sha: str) -> float:
 def test_the_api_shows_each_environments_sync_check(deployed, redis):
     bot, sha = deployed
     envs = {row["environment"]: row for row in bot.get(f"/api/environments?token={DASHBOARD_TOKEN}").body}
-    assert envs["staging"]["sync"] is None and envs["staging"]["attention"] == []  # deployed, not checked yet
+    assert envs["staging"]["sync"]["state"] == "in_sync" and envs["staging"]["attention"] == []  # as the deploy left it
 
     checked = record_checks(redis, sha)
     envs = {row["environment"]: row for row in bot.get(f"/api/environments?token={DASHBOARD_TOKEN}").body}
@@ -146,7 +146,7 @@ def test_the_page_in_a_real_browser(deployed, tmp_path):
 def test_a_drifted_or_degraded_environment_stands_out_in_a_real_browser(deployed, tmp_path, redis):
     bot, sha = deployed
     calm = chromium_dom(f"{bot.url}/?token={DASHBOARD_TOKEN}", tmp_path)
-    assert 'id="attention"' not in calm and "not checked yet" in calm
+    assert 'id="attention"' not in calm and '<span class="ok">in sync</span>' in calm  # as the deploy left it
 
     checked = record_checks(redis, sha)
     dom = chromium_dom(f"{bot.url}/?token={DASHBOARD_TOKEN}", tmp_path)

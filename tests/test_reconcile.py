@@ -167,7 +167,7 @@ def test_a_head_awaiting_its_retry_is_left_to_it_and_one_whose_retry_is_gone_is_
     bot.work()
     deployed = Environments(redis, "gitops-bot").deployed(env)
     assert (deployed.sha, deployed.attempt, deployed.created) == (head, 2, 4)  # the Namespace and Secret by try 1
-    assert reconcile(bot) == "nothing missed\n"
+    assert reconcile(bot) == f"sync check queued: {REPO} staging\nnothing missed\n"  # a deployed one is checked
 
 
 def cut_short(redis, head: str, times: int) -> None:
@@ -190,5 +190,5 @@ def test_a_head_whose_deploy_was_cut_short_is_queued_to_resume_until_its_tries_a
     cut_short(redis, head, 4)
     assert reconcile(bot) == (f"deploy not queued: {REPO} staging at {head[:7]}: its deploy was cut short 4 times "
                               "(its worker stopped); a new commit, or `gitops-bot deploy --env staging`, deploys it "
-                              "again\n")
-    assert bot.queued() == 0
+                              f"again\nsync check queued: {REPO} staging\n")
+    assert bot.queued() == 1  # the check of what is deployed, and no deploy
