@@ -321,7 +321,9 @@ def _last_result(state: EnvState) -> str:
     if not state.history:
         return ""
     last = state.history[0]
-    return {"success": "✅", "failure": "❌", "refused": "⛔"}[last.result] + f" {last.result} of `{last.sha[:7]}`"
+    what = "re-applied the drift" if last.heal else last.result
+    return {"success": "✅", "failure": "❌", "refused": "⛔"}[last.result] + f" {what} of `{last.sha[:7]}`" + (
+        f" ({last.result})" if last.heal and not last.ok else "")
 
 
 def _sync_cell(state: EnvState) -> str:

@@ -139,6 +139,14 @@ def test_status_shows_each_environment_with_its_deploy_lock_and_pending_commit()
     assert len(table) == 5  # nothing drifted or unhealthy to list below it
 
 
+def test_status_says_the_last_record_was_a_heal_of_the_drift():
+    healed = replace(record("c"), heal=True, actor="gitops-bot")
+    staging = EnvState(Status(record("c"), None, None, None), (healed,))
+    assert "| ✅ re-applied the drift of `ccccccc` |" in text("/status", facts(staging=staging))
+    failed = EnvState(Status(record("c"), None, None, None), (replace(healed, result="failure"),))
+    assert "| ❌ re-applied the drift of `ccccccc` (failure) |" in text("/status", facts(staging=failed))
+
+
 DEPLOYED = replace(NOTHING, deployed=record("c"))
 CHECKED = 1_700_000_100.0  # 2023-11-14 22:15 UTC
 
