@@ -137,6 +137,11 @@ class DiffReport:
     def failed(self) -> bool:
         return self.error is not None or any(e.error for e in self.environments)
 
+    @property
+    def refused(self) -> int:
+        """Objects a cluster's API server would refuse, by the live plans' dry runs."""
+        return sum(len(e.live.refused) for e in self.environments if e.live is not None)
+
 
 def group_of(api_version: str) -> str:
     return api_version.split("/", 1)[0] if "/" in api_version else ""

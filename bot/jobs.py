@@ -74,7 +74,7 @@ def diff_pull_request(pull: dict[str, Any], generation: str | None = None,
             forge.set_status(pr.repo.full_name, pr.head_sha, context, "error", "superseded by a newer push")
             return {"superseded": True}
         sync_comments(forge, pr.repo.full_name, pr.number, marker(rt.settings.name), bodies)
-    state: StatusState = "failure" if report.failed else "success"
+    state: StatusState = "failure" if report.failed or report.refused else "success"
     forge.set_status(pr.repo.full_name, pr.head_sha, context, state, status_description(report))
     counts = report.counts
     log.info("diff posted", extra={"pull": key, "head": pr.head_sha, "state": state, "parts": len(bodies)})

@@ -77,7 +77,8 @@ def status_description(report: DiffReport) -> str:
         return f"render failed in {', '.join(failed)}"
     if not report.environments:
         return "no environment deploys from this branch"
-    return summary(report.counts)
+    refused = f"; {report.refused} refused by the cluster" if report.refused else ""
+    return summary(report.counts) + refused
 
 
 # -- Markdown ----------------------------------------------------------------------------------

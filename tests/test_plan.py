@@ -220,8 +220,13 @@ def test_an_object_the_api_server_refuses_shows_its_reason_before_merge(world):
         {"name": "db", "kind": "Secret", "causes": [
             {"reason": "FieldValueInvalid", "field": "data[password]",
              "message": f'Invalid value: "{PASSWORD_HEAD}"'}]})))
-    world.open_pull({"apps/web.yaml": bad, "apps/secret.yaml": HEAD_CHANGES["apps/secret.yaml"]}, author="alice")
+    head = world.open_pull({"apps/web.yaml": bad, "apps/secret.yaml": HEAD_CHANGES["apps/secret.yaml"]},
+                           author="alice")
     plan = section(world.run())
+    sc = world.scenario
+    (status,) = [s for s in sc.github.statuses(sc.repo, head) if s["context"] == "gitops-bot/diff"][-1:]
+    assert (status["state"], status["description"]) == ("failure", "0 added, 2 changed, 0 removed; 2 refused by "
+                                                                    "the cluster")
 
     assert "| 0 | 0 | 0 | 0 | 2 |" in plan
     assert (f"⛔ **Refused:** `apps/Deployment {ns}/web`: `Invalid (422): Deployment web at spec.replicas: "
