@@ -144,6 +144,9 @@ def _changed_paths(before: Any, after: Any, path: Path = ()) -> Iterable[Path]:
                 yield path + (k,)
             else:
                 yield from _changed_paths(before[k], after[k], path + (k,))
+    elif isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        for i, (a, b) in enumerate(zip(before, after)):
+            yield from _changed_paths(a, b, path + (i,))
     elif before != after or type(before) is not type(after):
         yield path
 

@@ -150,3 +150,11 @@ def test_gitops_bot_drift_by_hand(scenario, kube_target, remote, tmp_path, monke
         ("Deployment", ["spec.replicas"], ["kubectl"]), ("Secret", ["data.token"], ["kubectl-patch"])]
     assert cli.main([*command[:2], "nowhere", *command[3:]]) == 2
     assert "no environment 'nowhere'" in capsys.readouterr().err
+
+
+def test_a_changed_image_is_named_down_to_its_container(scenario, kube_target):
+    sha = deployed(scenario, manifests(kube_target))
+    kube_target.kubectl("-n", kube_target.namespace, "set", "image", "deployment/web", f"web={kube_target.image}-x")
+    (found,) = check(scenario, sha).drifted
+    assert (found.what, found.fields, found.managers) == (
+        "changed", ("spec.template.spec.containers[0].image",), ("kubectl-set",))
