@@ -319,7 +319,7 @@ def execute(plan_: Plan, cluster: ClusterClient, options: Options = Options(),
     done: list[Action] = []
     answers: dict[ObjectKey, dict[str, Any]] = {}
     # A dry run cannot validate what depends on a namespace or CRD that it only pretended to create.
-    pretend = _depends_on_new(plan_) if options.dry_run else set()
+    pretend = depends_on_new(plan_) if options.dry_run else set()
     try:
         for wave in plan_.waves:
             for action in wave:
@@ -385,14 +385,14 @@ def _stop_if(check: Check) -> None:
         raise DeployError(reason)
 
 
-def _depends_on_new(plan_: Plan) -> set[ObjectKey]:
+def depends_on_new(plan_: Plan) -> set[ObjectKey]:
     created = [a for a in plan_.actions if a.op == "create"]
     namespaces = {a.key.name for a in created if (a.key.group, a.key.kind) == NAMESPACE}
     crds = {crd_kind(a.body) for a in created if a.body and (a.key.group, a.key.kind) == CRD}
     return {a.key for a in created if a.key.namespace in namespaces or (a.key.group, a.key.kind) in crds}
 
 
-def _resource(cluster: ClusterClient, api_version: str, key: ObjectKey) -> Resource:
+def resource_of(cluster: ClusterClient, api_version: str, key: ObjectKey) -> Resource:
     resource = cluster.resource(key.group, key.kind, api_version.rpartition("/")[2])
     if resource is None:
         raise DeployError(f"{key}: the cluster does not serve {api_version}")
@@ -401,7 +401,7 @@ def _resource(cluster: ClusterClient, api_version: str, key: ObjectKey) -> Resou
 
 def _perform(cluster: ClusterClient, action: Action, dry_run: bool) -> dict[str, Any] | None:
     """Apply or delete; the API's answer to an apply."""
-    resource = _resource(cluster, action.api_version, action.key)
+    resource = resource_of(cluster, action.api_version, action.key)
     if action.op == "delete":
         cluster.delete(resource, action.key.namespace, action.key.name, str(action.key), dry_run)
         return None
@@ -423,7 +423,7 @@ def _wait(cluster: ClusterClient, items: list[tuple[str, ObjectKey]], waiting_fo
     while items:
         reasons = {}
         for api_version, key in items:
-            obj = cluster.get(_resource(cluster, api_version, key), key.namespace, key.name)
+            obj = cluster.get(resource_of(cluster, api_version, key), key.namespace, key.name)
             reason = "it does not exist" if obj is None else waiting_for(obj)
             if reason:
                 reasons[(api_version, key)] = reason

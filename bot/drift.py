@@ -18,8 +18,8 @@ from bot import health as health_
 from bot.applied import Path, as_applied, differences, holders, path_text, unowned
 from bot.cluster import FIELD_MANAGER, ClusterClient, ClusterError
 from bot.config import Environment
-from bot.deploy import (Action, DeployError, Inventory, Observed, Options, Plan, Result, execute,
-                        kind_id, observe, order)
+from bot.deploy import (Action, Inventory, Observed, Options, Plan, Result, execute, kind_id, observe, order,
+                        resource_of)
 from bot.diff import NOISE_METADATA, Change, ObjectKey, hook_of, normalize, unified
 from bot.environments import SYNC_OBJECTS, Sync
 from bot.render import Manifest
@@ -76,7 +76,7 @@ def compare(cluster: ClusterClient, seen: Observed) -> Report:
     for key, body in seen.desired.items():
         live = seen.live.get(key)
         if live is None:
-            live = cluster.get(_resource(cluster, body["apiVersion"], key), key.namespace, key.name)
+            live = cluster.get(resource_of(cluster, body["apiVersion"], key), key.namespace, key.name)
             if live is None:
                 drifted.append(Drifted(key, "missing", Change("+", key, unified(None, _shown(body, key), key), ""),
                                        api_version=body["apiVersion"], body=body))
@@ -118,7 +118,7 @@ def check_object(cluster: ClusterClient, key: ObjectKey, body: dict[str, Any], l
     held = unowned(body, live, FIELD_MANAGER)
     if next(differences(as_applied(body), live), None) is None and not held:
         return SAME_LOCALLY
-    after = cluster.apply(_resource(cluster, body["apiVersion"], key), body, str(key), dry_run=True)
+    after = cluster.apply(resource_of(cluster, body["apiVersion"], key), body, str(key), dry_run=True)
     before_shown, after_shown = shown(live, key), shown(after, key)
     paths = list(_changed_paths(before_shown, after_shown))
     if not paths and not held:
@@ -153,13 +153,6 @@ def _changed_paths(before: Any, after: Any, path: Path = ()) -> Iterable[Path]:
 
 def _meta(meta: Any) -> Any:
     return {k: v for k, v in (meta or {}).items() if k not in NOISE_METADATA} if isinstance(meta, dict) else meta
-
-
-def _resource(cluster: ClusterClient, api_version: str, key: ObjectKey):  # type: ignore[no-untyped-def]
-    resource = cluster.resource(key.group, key.kind, api_version.rpartition("/")[2])
-    if resource is None:
-        raise DeployError(f"{key}: the cluster does not serve {api_version}")
-    return resource
 
 
 def check(cluster: ClusterClient, manifests: list[Manifest], env: Environment, inventory: Inventory,

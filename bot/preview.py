@@ -162,7 +162,7 @@ def plan_live(cluster: ClusterClient, seen: deploy.Observed, *, prune: bool,
     """
     plan = deploy.plan(seen.desired, seen.live, prune=prune)
     git = _keys(changed_in_git)
-    pretend = deploy._depends_on_new(plan)  # the deploy's own dry run skips these too
+    pretend = deploy.depends_on_new(plan)  # the deploy's own dry run skips these too
     created: list[Change] = []
     changed: list[Change] = []
     pruned: list[Change] = []
@@ -205,7 +205,7 @@ def plan_live(cluster: ClusterClient, seen: deploy.Observed, *, prune: bool,
 def _dry_run(cluster: ClusterClient, key: ObjectKey, body: dict[str, Any], live: dict[str, Any] | None) -> Any:
     """A created object's diff (a `Change`), what applying changes in a live one (`drift.Drifted`),
     or something else when it changes nothing."""
-    resource = deploy._resource(cluster, body["apiVersion"], key)
+    resource = deploy.resource_of(cluster, body["apiVersion"], key)
     if live is None:
         # Not among the inventory's objects: it may be there without the label (taken off by hand).
         live = cluster.get(resource, key.namespace, key.name)
