@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from prometheus_client.registry import Collector
 
 from bot.environments import EnvRef, Environments, Sync
-from bot.forges.base import TransientForgeError
+from bot.forges.base import API_ERRORS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,8 +54,17 @@ class FleetMetrics:
     def deploy(self, environment: str, result: str) -> None:
         self._incr("deploys", (environment, result))
 
-    def forge_error(self, forge: str, kind: str) -> None:
-        self._incr("forge_errors", (forge, kind))
+    def forge_error(self, forge: str, kind: str, status: str = "none") -> None:
+        self._incr("forge_errors", (forge, kind, status))
+
+    def forge_errors(self, counts: dict[tuple[str, str, str], int]) -> None:
+        """Add a process's tally of forge API errors (`bot.forges.base.ApiErrors`) in one round trip."""
+        if not counts:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for labels, count in counts.items():
+            pipe.hincrbyfloat(f"{self.key}:forge_errors", "\x1f".join(labels), count)
+        pipe.execute()
 
     def rate_limit(self, forge: str, remaining: int) -> None:
         self.redis.hset(f"{self.key}:rate_limit_remaining", forge, remaining)
@@ -88,8 +97,12 @@ class FleetCollector(Collector):
             yield jobs
             yield self._counter("gitops_bot_deploys", "Deploys by environment and result",
                                 ["environment", "result"], self._hash("deploys"))
-            yield self._counter("gitops_bot_forge_api_errors", "Forge API errors by forge and kind",
-                                ["forge", "kind"], self._hash("forge_errors"))
+            # Counted before statuses were: those have no status.
+            errors = {labels if len(labels) == 3 else (*labels, "none"): count
+                      for labels, count in self._hash("forge_errors").items()}
+            yield self._counter("gitops_bot_forge_api_errors", "Forge API errors by forge, kind (transient: "
+                                "retried; refused: any other error answer) and HTTP status (none: no answer)",
+                                ["forge", "kind", "status"], errors)
             remaining = GaugeMetricFamily("gitops_bot_forge_rate_limit_remaining",
                                           "Requests left in the forge's rate-limit window", labels=["forge"])
             for (forge,), value in self._hash("rate_limit_remaining").items():
@@ -160,10 +173,8 @@ def measured(kind: str) -> Callable[[F], F]:
             try:
                 with fleet.job(kind):
                     return job_function(*args, **kwargs)
-            except TransientForgeError as err:
-                fleet.forge_error(err.forge, "transient")
-                raise
             finally:
+                fleet.forge_errors(API_ERRORS.take())
                 for name, forge in rt.forges().items():
                     remaining = forge.rate_limit_remaining()
                     if remaining is not None:

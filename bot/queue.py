@@ -18,6 +18,8 @@ from bot.events import Repo, to_plain
 
 DELIVERY_TTL = 7 * 24 * 3600
 RECENT_DELIVERIES = 100
+RECENT_REFUSALS = 100
+"""Refused deliveries kept for the dashboard: the newest, never their bodies."""
 GENERATION_TTL = 30 * 24 * 3600
 QUEUES = ("deploy", "commands", "diff")
 """Queue names in the order a worker takes from them: deploys first, diffs last."""
@@ -57,20 +59,24 @@ class Store:
 
     # One round trip records a delivery and queues its jobs, atomically: a delivery is never
     # remembered without its jobs, nor queued twice.
-    # KEYS: de-duplication key, deliveries log, RQ's set of queues, known repositories, then each
-    #       pull request's newest key, then each job's hash key and queue key.
+    # KEYS: de-duplication key, deliveries log, RQ's set of queues, known repositories, open pull
+    #       requests, then each pull request's newest key, then each job's hash key and queue key.
     # ARGV: the two TTLs, the log entry up to its outcome, the outcome, the generation, the number
-    #       of pull requests, the repository's field and value (for reconcile), then per job: its
-    #       id, its field count, and its fields.
+    #       of pull requests, the repository's field and value (for reconcile), the numbers of pull
+    #       requests diffed and closed, their fields and values and the closed ones' fields (for the
+    #       dashboard), then per job: its id, its field count, and its fields.
     _ACCEPT = """
     local fresh = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
     redis.call('LPUSH', KEYS[2], ARGV[3] .. (fresh and ARGV[4] or '"duplicate"}'))
     redis.call('LTRIM', KEYS[2], 0, %d)
     if not fresh then return 0 end
     redis.call('HSET', KEYS[4], ARGV[7], ARGV[8])
+    local diffed, closed = tonumber(ARGV[9]), tonumber(ARGV[10])
+    if diffed > 0 then redis.call('HSET', KEYS[5], unpack(ARGV, 11, 10 + 2 * diffed)) end
+    if closed > 0 then redis.call('HDEL', KEYS[5], unpack(ARGV, 11 + 2 * diffed, 10 + 2 * diffed + closed)) end
     local pulls = tonumber(ARGV[6])
-    for i = 1, pulls do redis.call('SET', KEYS[4 + i], ARGV[5], 'EX', ARGV[2]) end
-    local key, arg = 5 + pulls, 9
+    for i = 1, pulls do redis.call('SET', KEYS[5 + i], ARGV[5], 'EX', ARGV[2]) end
+    local key, arg = 6 + pulls, 11 + 2 * diffed + closed
     while key < #KEYS do
       local fields = tonumber(ARGV[arg + 1])
       redis.call('HSET', KEYS[key], unpack(ARGV, arg + 2, arg + 1 + fields))
@@ -116,11 +122,15 @@ class Store:
         pulls = sorted({j.supersedes for j in plan.jobs if j.supersedes} | set(plan.cancel))
         jobs = [self._prepare(job, generation, delivery_id) for job in plan.jobs]
         keys = [f"{self.prefix}:delivery:{repo.forge}:{delivery_id}", self.deliveries_key,
-                Queue.redis_queues_keys, self.repos_key, *map(self._newest_key, pulls)]
+                Queue.redis_queues_keys, self.repos_key, self.pulls_key, *map(self._newest_key, pulls)]
         outcome = "queued" if jobs else plan.ignored or "recorded"
-        logged = orjson.dumps({**entry, "outcome": None})[:-5]  # the entry, open for its outcome
+        # The entry, open for its outcome; its jobs' ids let the dashboard show what they did.
+        logged = orjson.dumps({**entry, "jobs": [job.id for job, _ in jobs], "outcome": None})[:-5]
+        diffed = [(spec.supersedes, _pull_record(spec, job.id, entry.get("at")))
+                  for spec, (job, _) in zip(plan.jobs, jobs) if spec.func == "diff_pull_request" and spec.supersedes]
         args: list[Any] = [DELIVERY_TTL, GENERATION_TTL, logged, orjson.dumps(outcome) + b"}", generation,
-                           len(pulls), f"{repo.forge}:{repo.full_name}", orjson.dumps(to_plain(repo))]
+                           len(pulls), f"{repo.forge}:{repo.full_name}", orjson.dumps(to_plain(repo)),
+                           len(diffed), len(plan.cancel), *(part for pair in diffed for part in pair), *plan.cancel]
         for job, queue in jobs:
             fields = _build_hset_args(job)
             keys += [job.key, queue.key]
@@ -146,6 +156,48 @@ class Store:
     def repos_key(self) -> str:
         return f"{self.prefix}:repos"
 
+    @property
+    def pulls_key(self) -> str:
+        """Open pull requests by `pull_key`: each one's head and its newest diff job, as queued."""
+        return f"{self.prefix}:pulls"
+
+    def open_pulls(self) -> list[dict[str, Any]]:
+        """The pull requests a diff was queued for and no close or merge was seen since, newest first.
+        One seen longer ago than `GENERATION_TTL` is taken as closed (its close went unheard) and forgotten."""
+        pulls, stale = [], []
+        for field_name, raw in self.redis.hgetall(self.pulls_key).items():
+            pull = orjson.loads(raw)
+            if time.time() - (pull.get("at") or 0) > GENERATION_TTL:
+                stale.append(field_name)
+            else:
+                pulls.append(pull)
+        if stale:
+            self.redis.hdel(self.pulls_key, *stale)
+        return sorted(pulls, key=lambda p: p.get("at") or 0, reverse=True)
+
+    @property
+    def refusals_key(self) -> str:
+        return f"{self.prefix}:refused"
+
+    def refuse(self, entry: dict[str, Any]) -> None:
+        """Log a delivery refused (bad signature or token, malformed, too large) in one round trip,
+        keeping the newest `RECENT_REFUSALS`. `entry` names the reason and the sender, never the body."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(self.refusals_key, orjson.dumps(entry))
+        pipe.ltrim(self.refusals_key, 0, RECENT_REFUSALS - 1)
+        pipe.execute()
+
+    def recent_refusals(self) -> list[dict[str, Any]]:
+        return [orjson.loads(raw) for raw in self.redis.lrange(self.refusals_key, 0, RECENT_REFUSALS - 1)]
+
+    def record_reconcile(self, findings: dict[str, list[str]]) -> None:
+        """Keep when the last reconcile ran and what it found, for the dashboard."""
+        self.redis.set(f"{self.prefix}:reconcile:last", orjson.dumps({"at": time.time(), **findings}))
+
+    def last_reconcile(self) -> dict[str, Any] | None:
+        raw = self.redis.get(f"{self.prefix}:reconcile:last")
+        return orjson.loads(raw) if raw else None
+
     def known_repos(self) -> list[Repo]:
         """Every repository a queued delivery came from."""
         return sorted((Repo(**orjson.loads(raw)) for raw in self.redis.hvals(self.repos_key)),
@@ -170,3 +222,13 @@ class Store:
 
     def recent_deliveries(self) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in self.redis.lrange(self.deliveries_key, 0, RECENT_DELIVERIES - 1)]
+
+
+def _pull_record(spec: JobSpec, job_id: str, at: float | None) -> bytes:
+    """What the dashboard lists of an open pull request: who, where, which head, and its diff job."""
+    pull = spec.kwargs["pull"]
+    repo = pull["repo"]
+    return orjson.dumps({"forge": repo["forge"], "repo": repo["full_name"], "number": pull["number"],
+                         "title": pull.get("title", ""), "author": pull.get("author", ""),
+                         "base_ref": pull.get("base_ref", ""), "head_sha": pull["head_sha"],
+                         "job": job_id, "at": at or time.time()})

@@ -173,6 +173,7 @@ def run_periodically(interval: float) -> dict[str, list[str]]:
         result = {"diffs": findings.diffs, "deploys": findings.deploys, "checks": findings.checks,
                   "not_deployed": findings.not_deployed, "errors": findings.errors}
         log.info("reconciled", extra=result)
+        rt.store.record_reconcile(result)
         return result
     finally:
         rt.store.redis.delete(f"{rt.store.prefix}:reconcile:scheduled")

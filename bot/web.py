@@ -18,13 +18,18 @@ from bot import dashboard
 from bot.environments import Environments
 from bot.forges import commit_url, web_urls, webhook_parser
 from bot.forges.base import WebhookError
-from bot.events import event_repo
+from bot.events import CommentEvent, Event, PullRequestEvent, event_repo
 from bot.intake import plan
 from bot.metrics import WEBHOOKS, FleetCollector, FleetMetrics, exposition
 from bot.queue import Store
 from bot.settings import Settings
 
 MAX_BODY = 25 * 1024 * 1024
+REFUSAL_HEADERS = {"github": {"delivery": "HTTP_X_GITHUB_DELIVERY", "event": "HTTP_X_GITHUB_EVENT"},
+                   "gitlab": {"delivery": "HTTP_X_GITLAB_EVENT_UUID", "event": "HTTP_X_GITLAB_EVENT"}}
+"""The headers of a refused delivery kept to name it: the forge's delivery id and event, as sent."""
+REFUSAL_FIELD = 100
+"""Characters kept of each, as an unverified sender wrote it."""
 log = logging.getLogger("gitops_bot.web")
 Answer = tuple[int, dict[str, Any]]
 """A webhook's answer: status code and JSON body."""
@@ -72,11 +77,11 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
         if parser is None:
             return 404, {"error": f"no webhook endpoint for {forge!r}"}
         try:  # as Flask's request.get_data() reads it, without the request around it
-            body = get_input_stream(environ, max_content_length=MAX_BODY + 1).read()
+            body: bytes | None = get_input_stream(environ, max_content_length=MAX_BODY + 1).read()
         except RequestEntityTooLarge:
-            return too_large()
-        if len(body) > MAX_BODY:
-            return too_large()
+            body = None
+        if body is None or len(body) > MAX_BODY:
+            return refuse(forge, environ, *too_large())
         headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items()
                    if key.startswith("HTTP_") and key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH")}
         headers.update((key.replace("_", "-").lower(), environ[key]) for key in ("CONTENT_TYPE", "CONTENT_LENGTH")
@@ -84,17 +89,31 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
         try:
             delivery = parser(headers, body, settings)
         except WebhookError as err:
-            # Not the event header: unverified senders must not mint label values.
-            WEBHOOKS.labels(forge, "unverified", f"refused_{err.status}").inc()
-            log.info("webhook refused", extra={"forge": forge, "status": err.status, "reason": err.message})
-            return err.status, {"error": err.message}
+            return refuse(forge, environ, err.status, {"error": err.message})
         decision = plan(delivery.event, server, forge_web_urls)
         context = {"forge": forge, "delivery": delivery.delivery_id, "event": delivery.event_name}
         repo = event_repo(delivery.event)
-        entry = {**context, "repo": repo.full_name if repo else None, "at": time.time()}
+        entry = {**context, "repo": repo.full_name if repo else None, "pull": _pull_number(delivery.event),
+                 "at": time.time()}
         outcome, response = _act(decision, delivery, repo, entry, context)
         WEBHOOKS.labels(forge, delivery.event_name, outcome).inc()
         return response
+
+    def refuse(forge: str, environ: dict[str, Any], code: int, body: dict[str, Any]) -> Answer:
+        """Count and log a refused delivery, and keep it for the dashboard: the reason, the sender's
+        address and the headers that name the delivery, never its body or its signature."""
+        # Not the event header: unverified senders must not mint label values.
+        WEBHOOKS.labels(forge, "unverified", f"refused_{code}").inc()
+        log.info("webhook refused", extra={"forge": forge, "status": code, "reason": body["error"]})
+        named = {name: str(environ.get(key, ""))[:REFUSAL_FIELD] for name, key in REFUSAL_HEADERS[forge].items()}
+        try:
+            store.refuse({"forge": forge, "status": code, "reason": body["error"], "at": time.time(),
+                          "source": environ.get("REMOTE_ADDR"),
+                          "forwarded_for": str(environ.get("HTTP_X_FORWARDED_FOR", ""))[:REFUSAL_FIELD] or None,
+                          **{name: value or None for name, value in named.items()}})
+        except redis.RedisError:
+            pass  # the answer does not depend on the log of refusals
+        return code, body
 
     def _act(decision, delivery, repo, entry, context) -> tuple[str, Answer]:  # type: ignore[no-untyped-def]
         if not decision.jobs and not decision.cancel:
@@ -163,3 +182,12 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
         return Response(exposition(fleet), mimetype="text/plain; version=0.0.4")
 
     return app
+
+
+def _pull_number(event: Event) -> int | None:
+    """The pull request an event concerns, for the dashboard's link to it."""
+    if isinstance(event, PullRequestEvent):
+        return event.pull.number
+    if isinstance(event, CommentEvent) and event.on_pull_request:
+        return event.number
+    return None

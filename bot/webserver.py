@@ -18,6 +18,8 @@ import orjson
 from gunicorn import http
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
+from bot.forges import webhook_parser
+from bot.metrics import WEBHOOKS
 from bot.web import MAX_BODY
 
 REQUEST_DEADLINE = 10.0
@@ -408,6 +410,9 @@ class IntakeWorker(ThreadWorker):
             conn.sock.close()
             return
         status, message = answer
+        forge = _webhook_forge(arrival.data)
+        if forge is not None:
+            WEBHOOKS.labels(forge, "unverified", f"refused_{status}").inc()
         body = orjson.dumps({"error": message})
         try:
             conn.sock.send(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
@@ -487,6 +492,20 @@ class IntakeWorker(ThreadWorker):
                 self.set_accept_enabled(True)  # now, not after the wait this precedes
                 return 1.0
         return REBALANCE
+
+
+def _webhook_forge(data: bytes | bytearray) -> str | None:
+    """The forge a request refused here was a delivery to, by its request line, as the app counts its
+    own refusals; `unknown` for a POST elsewhere; None for any other method, or no request line yet."""
+    line_end = data.find(b"\r\n", 0, 8192)
+    if line_end < 0:
+        return None
+    method, _, rest = bytes(data[:line_end]).partition(b" ")
+    path = rest.partition(b" ")[0].partition(b"?")[0]
+    forge = path.removeprefix(b"/webhooks/").decode("latin-1") if path.startswith(b"/webhooks/") else ""
+    if method != b"POST":
+        return None
+    return forge if webhook_parser(forge) is not None else "unknown"
 
 
 def _has_data(sock: socket.socket) -> bool:

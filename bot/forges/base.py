@@ -42,6 +42,32 @@ class TransientForgeError(TemporaryError):
         self.retry_after, self.forge = retry_after, forge
 
 
+class ApiErrors:
+    """Forge API errors this process met and metrics have not taken yet, by (forge, kind, status).
+
+    `kind` is `transient` (retried: a 5xx, a rate limit, no answer) or `refused` (any other error
+    answer); `status` is the HTTP status, or `none` when no answer came. Every error is counted where
+    the adapters call the API, whether a job then fails, retries or carries on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, str], int] = {}
+
+    def add(self, forge: str, kind: str, status: int | None) -> None:
+        key = (forge, kind, str(status) if status is not None else "none")
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def take(self) -> dict[tuple[str, str, str], int]:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+        return counts
+
+
+API_ERRORS = ApiErrors()
+"""The process's tally; `bot.metrics.measured` moves it into the fleet metrics after each job."""
+
+
 class MergeRefused(Exception):
     """The forge would not merge: not mergeable, the head moved, a draft, protected rules."""
 

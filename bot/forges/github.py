@@ -15,7 +15,7 @@ import requests
 from github import Auth, Github, GithubException, GithubIntegration
 
 from bot.events import CommentEvent, Event, Ping, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
-from bot.forges.base import (DEFAULT_BRANCH_TTL, Comment, DeployState, Delivery, MergeRefused, PullState, Reaction,
+from bot.forges.base import (API_ERRORS, DEFAULT_BRANCH_TTL, Comment, DeployState, Delivery, MergeRefused, PullState, Reaction,
                              Review, ShortCache, StatusState, TransientForgeError, WebhookError, approval,
                              constant_time_equal, field, forge_clone_url, parse_json_object, retry_after)
 
@@ -168,17 +168,22 @@ class _Retry(github.GithubRetry):
 
 
 def _call(what: str, fn: Callable[[], T]) -> T:
-    """Run one API call; 5xx and rate limits become retryable, and no token reaches the message."""
+    """Run one API call; 5xx and rate limits become retryable, and no token reaches the message.
+    Every error is counted, whatever its status."""
     try:
         return fn()
     except GithubException as err:
         wait = retry_after(err.headers, time.time())
         if err.status >= 500 or err.status in (403, 429) and (wait is not None or "rate limit" in str(err.data).lower()):
+            API_ERRORS.add(FORGE, "transient", err.status)
             raise TransientForgeError(f"GitHub answered {err.status} to {what}", wait, FORGE) from None
+        API_ERRORS.add(FORGE, "refused", err.status)
         raise
     except requests.exceptions.RetryError:
+        API_ERRORS.add(FORGE, "transient", None)
         raise TransientForgeError(f"GitHub kept failing {what}, after retries", forge=FORGE) from None
     except (ConnectionError, OSError) as err:
+        API_ERRORS.add(FORGE, "transient", None)
         raise TransientForgeError(f"GitHub unreachable for {what}: {type(err).__name__}", forge=FORGE) from None
 
 

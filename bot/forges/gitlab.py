@@ -13,7 +13,7 @@ from gitlab.exceptions import GitlabError
 from gitlab.v4.objects import CurrentUserManager
 
 from bot.events import CommentEvent, Event, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
-from bot.forges.base import (DEFAULT_BRANCH_TTL, Comment, DeployState, Delivery, MergeRefused, PullState, Reaction,
+from bot.forges.base import (API_ERRORS, DEFAULT_BRANCH_TTL, Comment, DeployState, Delivery, MergeRefused, PullState, Reaction,
                              Review, ShortCache, StatusState, TransientForgeError, WebhookError, approval,
                              constant_time_equal, field, forge_clone_url, parse_json_object, retry_after)
 
@@ -159,6 +159,10 @@ class _WaitAsked(TransientForgeError):
     the job as late as GitLab said instead.
     """
 
+    def __init__(self, status: int, retry_after: float | None):
+        super().__init__(f"GitLab answered {status}", retry_after, FORGE)
+        self.status = status
+
 
 def _asks_to_wait(status: int, headers: Mapping[str, str]) -> bool:
     """A rate limit, or a 5xx whose headers name a wait other than none (`Retry-After: 0` is "now")."""
@@ -182,20 +186,25 @@ class _Session(requests.Session):
             self.remaining = int(remaining)
         if _asks_to_wait(response.status_code, headers):
             response.close()
-            raise _WaitAsked(f"GitLab answered {response.status_code}", retry_after(headers, time.time()), FORGE)
+            raise _WaitAsked(response.status_code, retry_after(headers, time.time()))
 
 
 def _call(what: str, fn: Callable[[], T]) -> T:
-    """Run one API call; 5xx, 429 and connection errors become retryable, and no token reaches the message."""
+    """Run one API call; 5xx, 429 and connection errors become retryable, and no token reaches the message.
+    Every error is counted, whatever its status."""
     try:
         return fn()
     except _WaitAsked as err:
+        API_ERRORS.add(FORGE, "transient", err.status)
         raise TransientForgeError(f"{err} to {what}", err.retry_after, FORGE) from None
     except GitlabError as err:
         if err.response_code is not None and (err.response_code >= 500 or err.response_code == 429):
+            API_ERRORS.add(FORGE, "transient", err.response_code)
             raise TransientForgeError(f"GitLab answered {err.response_code} to {what}", forge=FORGE) from None
+        API_ERRORS.add(FORGE, "refused", err.response_code)
         raise
     except OSError as err:  # requests' connection, timeout and chunked-encoding errors are OSErrors
+        API_ERRORS.add(FORGE, "transient", None)
         raise TransientForgeError(f"GitLab unreachable for {what}: {type(err).__name__}", forge=FORGE) from None
 
 
