@@ -16,7 +16,7 @@ from werkzeug.wsgi import get_input_stream
 from bot.config import ServerConfig, load_server_config
 from bot import dashboard
 from bot.environments import Environments
-from bot.forges import commit_url, web_urls, webhook_parser
+from bot.forges import web_urls, webhook_parser
 from bot.forges.base import WebhookError
 from bot.events import CommentEvent, Event, PullRequestEvent, event_repo
 from bot.intake import plan
@@ -174,8 +174,9 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
     if not settings.dashboard_token:
         log.warning("GITOPS_BOT_DASHBOARD_TOKEN is not set: the dashboard and /api answer this machine only")
     envs = Environments(connection, settings.name)
+    links = dashboard.Links(forge_web_urls)
     app.register_blueprint(dashboard.blueprint(store, settings.dashboard_token, lambda: dashboard.environment_rows(
-        envs, lambda ref, sha: commit_url(ref.forge, settings, ref.repo, sha))))
+        envs, lambda ref, sha: links.commit(ref.forge, ref.repo, sha)), links))
 
     @app.get("/metrics")
     def metrics() -> Response:
