@@ -8,8 +8,11 @@ import urllib.request
 import pytest
 
 from bot.environments import EnvRef, Environments, Sync
+from bot.forges import github as github_forge, gitlab as gitlab_forge
+from bot.forges.base import API_ERRORS, TransientForgeError
 from bot.metrics import FleetMetrics
 from tests.fakes.github_api import FakeGitHub
+from tests.fakes.http import Reply
 from tests.harness import HEAD_CHANGES, Bot, PullRequestScenario, bot_env
 
 REPO, SECRET = "acme/infra", "metrics-secret"
@@ -50,11 +53,14 @@ def test_counters_move_with_webhooks_and_jobs(bot, remote):
     pr.deliver(pr.event("opened", head), secret="wrong")
     pr.deliver(pr.event("labeled", head))
 
+    assert bot.post("/webhooks/github", b"x" * (25 * 1024 * 1024 + 1), {"X-GitHub-Event": "push"}).status == 413
+    assert bot.post("/webhooks/github", b"{}", {"X-GitHub-Event": "push"}).status == 401
+
     queued = scrape(bot)
     delta = {outcome: value(queued, "gitops_bot_webhooks_total", outcome=outcome) -
              value(before, "gitops_bot_webhooks_total", outcome=outcome)
-             for outcome in ("queued", "duplicate", "refused_401", "ignored")}
-    assert delta == {"queued": 1, "duplicate": 1, "refused_401": 1, "ignored": 1}
+             for outcome in ("queued", "duplicate", "refused_401", "refused_413", "ignored")}
+    assert delta == {"queued": 1, "duplicate": 1, "refused_401": 2, "refused_413": 1, "ignored": 1}
     assert value(queued, "gitops_bot_webhooks_total", event="unverified", outcome="refused_401") >= 1
     assert value(queued, "gitops_bot_queue_depth", queue="gitops-bot.diff", state="queued") == 1
 
@@ -71,11 +77,52 @@ def test_deploys_and_forge_errors_are_counted_for_the_fleet(bot, redis):
     fleet.deploy("staging", "success")
     fleet.deploy("staging", "failure")
     fleet.deploy("staging", "success")
-    fleet.forge_error("github", "transient")
+    fleet.forge_error("github", "transient", "502")
+    redis.hincrbyfloat("gitops-bot:gitops-bot:metrics:forge_errors", "gitlab\x1ftransient", 1)  # as counted before statuses
     samples = scrape(bot)
     assert value(samples, "gitops_bot_deploys_total", environment="staging", result="success") == 2
     assert value(samples, "gitops_bot_deploys_total", environment="staging", result="failure") == 1
-    assert value(samples, "gitops_bot_forge_api_errors_total", forge="github") == 1
+    assert value(samples, "gitops_bot_forge_api_errors_total", forge="github", kind="transient", status="502") == 1
+    assert value(samples, "gitops_bot_forge_api_errors_total", forge="gitlab", kind="transient", status="none") == 1
+
+
+def test_a_forge_error_a_job_meets_is_counted_whatever_its_status(bot, remote):
+    pr = PullRequestScenario(remote, bot.github, bot, REPO, SECRET)
+    head = pr.push_head(HEAD_CHANGES)
+    bot.github.fail("POST", r"/statuses/", Reply(422, {"message": "Validation Failed"}))  # neither 5xx nor a rate limit
+    before = scrape(bot)
+    pr.deliver(pr.event("opened", head))
+    bot.work()
+    samples = scrape(bot)
+    assert value(samples, "gitops_bot_forge_api_errors_total", forge="github", kind="refused", status="422") - value(
+        before, "gitops_bot_forge_api_errors_total", forge="github", kind="refused", status="422") == 1
+
+
+def _raise(err: Exception):
+    def call():
+        raise err
+    return call
+
+
+ADAPTER_ERRORS = [  # (adapter, what the API call raised) -> what is counted
+    (github_forge, github_forge.GithubException(404, {"message": "Not Found"}, {}), ("github", "refused", "404")),
+    (github_forge, github_forge.GithubException(503, None, {}), ("github", "transient", "503")),
+    (github_forge, github_forge.GithubException(403, {"message": "API rate limit exceeded"}, {}),
+     ("github", "transient", "403")),
+    (github_forge, ConnectionResetError(), ("github", "transient", "none")),
+    (gitlab_forge, gitlab_forge.GitlabError("Forbidden", 403), ("gitlab", "refused", "403")),
+    (gitlab_forge, gitlab_forge.GitlabError("Bad Gateway", 502), ("gitlab", "transient", "502")),
+    (gitlab_forge, gitlab_forge._WaitAsked(429, 30.0), ("gitlab", "transient", "429")),
+    (gitlab_forge, TimeoutError(), ("gitlab", "transient", "none")),
+]
+
+
+@pytest.mark.parametrize("adapter, error, counted", ADAPTER_ERRORS)
+def test_each_api_error_is_counted_once_by_kind_and_status(adapter, error, counted):
+    API_ERRORS.take()
+    with pytest.raises((type(error), TransientForgeError)):
+        adapter._call("read something", _raise(error))
+    assert API_ERRORS.take() == {counted: 1}
 
 
 def test_each_environments_last_sync_check_is_a_gauge_any_replica_reports(bot, redis):

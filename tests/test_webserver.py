@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from bot.webserver import HEADER_LIMIT, Arrival, Balance
+from bot.webserver import HEADER_LIMIT, Arrival, Balance, _webhook_forge
 
 LIMIT = 100  # the most body bytes the application reads, in this table: it refuses a body that reaches it
 
@@ -97,3 +97,19 @@ def test_a_worker_takes_connections_only_up_to_the_mean_of_the_live_workers():
     shared._slots[3 * 1 + 2] -= Balance.STALE + 1  # the first worker has not written for a while: gone
     assert workers[1].my_turn(2) and not workers[1].my_turn(3)
     assert Balance().my_turn(1000)  # alone, nothing to balance against
+
+
+REFUSED_HERE = [  # what arrived of a request the server answers itself (408, 431, 503) -> the forge it counts for
+    (b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\n", "github"),
+    (b"POST /webhooks/gitlab?x=1 HTTP/1.1\r\n", "gitlab"),
+    (b"POST /webhooks/bitbucket HTTP/1.1\r\n", "unknown"),
+    (b"POST /metrics HTTP/1.1\r\n", "unknown"),
+    (b"GET /webhooks/github HTTP/1.1\r\n", None),
+    (b"POST /webhooks/git", None),
+    (b"", None),
+]
+
+
+@pytest.mark.parametrize("arrived, forge", REFUSED_HERE)
+def test_a_refusal_by_the_server_is_counted_for_the_forge_its_request_line_names(arrived, forge):
+    assert _webhook_forge(arrived) == forge
