@@ -7,8 +7,9 @@ import difflib
 import fnmatch
 import json
 import marshal
+import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 from bot.config import EnvironmentChange, IgnoreRule
@@ -44,6 +45,11 @@ HOOK_ANNOTATION = "helm.sh/hook"
 """Helm keeps an object with this annotation out of its release and runs it around one instead."""
 GENERATED = "*"
 """Stands for the part of a name the API server generates (`metadata.generateName`)."""
+GENERATED_KINDS = {"ConfigMap": "ConfigMapGenerator", "Secret": "SecretGenerator"}
+"""The core kinds Kustomize generates with a name hash, and the generator of each."""
+NAME_HASH = re.compile(r"(.+)-[2456789bcdfghkmt]{10}")
+"""A name and Kustomize's name hash: the first ten hex digits of a SHA-256, with 0, 1, 3, a and e
+spelt g, h, k, m and t (kustomize api/hasher/hasher.go, `encode`)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -67,6 +73,9 @@ class Change:
     diff: str
     """Unified YAML diff, 3 lines of context, Secret values masked."""
     source: str
+    renamed_from: ObjectKey | None = None
+    """For a generator's ConfigMap or Secret whose name hash changed (`~`): its identity at the base.
+    It is one change of one object, though a deploy creates the new name and prunes the old one."""
 
 
 @dataclass(frozen=True)
@@ -320,19 +329,51 @@ def diff_manifests(base: list[Manifest], head: list[Manifest], *, namespace: str
     head, hooks = release_objects(head)
     old, _ = index(base, namespace, rules, cluster_kinds)
     new, warnings = index(head, namespace, rules, cluster_kinds)
+    renamed = generator_renames(old, new)
     changes = []
-    for key in sorted(old.keys() | new.keys(), key=lambda k: (k.kind, k.namespace, k.name, k.group)):
-        before, after = old.get(key), new.get(key)
+    keys = (old.keys() - set(renamed.values())) | new.keys()
+    for key in sorted(keys, key=lambda k: (k.kind, k.namespace, k.name, k.group)):
+        before, after = old.get(renamed.get(key, key)), new.get(key)
         if before is not None and after is not None and same(before.doc, after.doc):
             continue  # the same object, perhaps in another file: a move is not a change
         op: Op = "+" if before is None else "-" if after is None else "~"
         changes.append(Change(op, key, unified(before.doc if before else None, after.doc if after else None, key),
-                              (after or before).source))  # type: ignore[union-attr]
+                              (after or before).source, renamed.get(key)))  # type: ignore[union-attr]
     warnings += [f"`{key}` has only `metadata.generateName`, so the API server would name it on creation; "
                  "server-side apply needs a name, so a deploy skips it" for key in new if is_generated(key)]
     if hooks:
         warnings.append(hooks_note(hooks))
     return tuple(changes), tuple(warnings)
+
+
+def generator_renames(old: dict[ObjectKey, Manifest], new: dict[ObjectKey, Manifest]) -> dict[ObjectKey, ObjectKey]:
+    """The generated ConfigMaps and Secrets that a new name hash renamed: the added one's identity
+    to the removed one's. They pair when one is removed and one added with the same kind,
+    namespace and name before the hash; never where that is ambiguous."""
+    removed = _by_stem(old, old.keys() - new.keys())
+    added = _by_stem(new, new.keys() - old.keys())
+    return {keys[0]: removed[stem][0] for stem, keys in added.items()
+            if len(keys) == 1 and len(removed.get(stem, ())) == 1}
+
+
+def _by_stem(objects: dict[ObjectKey, Manifest], keys: Iterable[ObjectKey]) -> dict[ObjectKey, list[ObjectKey]]:
+    """`keys` of generated objects, by their identity with the name hash left out."""
+    found: dict[ObjectKey, list[ObjectKey]] = {}
+    for key in keys:
+        stem = generated_stem(key, objects[key].generator)
+        if stem is not None:
+            found.setdefault(replace(key, name=stem), []).append(key)
+    return found
+
+
+def generated_stem(key: ObjectKey, generator: str | None) -> str | None:
+    """The name a Kustomize generator's ConfigMap or Secret has before its name hash, or None for
+    another object. Where Kustomize said what made the object (`generator`), that decides; otherwise
+    the name's shape does."""
+    if key.group or key.kind not in GENERATED_KINDS or generator not in (None, GENERATED_KINDS[key.kind]):
+        return None
+    match = NAME_HASH.fullmatch(key.name)
+    return match.group(1) if match else None
 
 
 def hooks_note(hooks: list[Manifest]) -> str:

@@ -17,7 +17,8 @@ from typing import Any, Iterable
 from bot.config import Environment
 from bot.gitrepo import ExportedTree, RepoPaths, Snapshot, WorkTreeSnapshot, join, under
 from bot.renderers.errors import RenderError
-from bot.renderers.kustomize import KUSTOMIZATION_FILES, kustomization_inputs
+from bot.renderers.kustomize import (KUSTOMIZATION_FILES, Origins, kustomization_inputs, request_origins,
+                                     take_origin)
 from bot.yamlio import DEFAULT_LIMITS, Limits, parse_documents
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -32,6 +33,9 @@ class Manifest:
 
     source: str
     doc: dict[str, Any]
+    generator: str | None = None
+    """The kind of Kustomize generator that made the object (`ConfigMapGenerator`,
+    `SecretGenerator`), as Kustomize says; "" when Kustomize read it from a file; None when not known."""
 
 
 def kind_of(snapshot: Snapshot, env: Environment) -> str:
@@ -92,9 +96,9 @@ def render(snapshot: Snapshot, env: Environment, *, only: set[str] | None = None
         tree.check(reads)
         if kind == "kustomize":
             from bot.renderers.kustomize import render_kustomize
+            origins = space.origins(snapshot, env.path)
             text = render_kustomize(tree.root, env.path, timeout=timeout, sandbox=sandbox,
                                     max_output=limits.max_file_bytes, paths=space.paths(snapshot))
-            source = posixpath.join(env.path, "kustomization.yaml")
         else:
             from bot.renderers.helm import render_helm
             helm = env.helm
@@ -103,7 +107,16 @@ def render(snapshot: Snapshot, env: Environment, *, only: set[str] | None = None
                                timeout=timeout, sandbox=sandbox, max_output=limits.max_file_bytes)
             source = posixpath.join(env.path, "Chart.yaml")
     output = f"{kind} output of {env.path}"  # what a parse error's lines count: the rendered text, not a file
-    return [Manifest(source, m.doc) for m in to_manifests(parse_documents(text.encode(), output, limits), output)]
+    manifests = to_manifests(parse_documents(text.encode(), output, limits), output)
+    if kind == "kustomize":
+        return [_with_origin(m.doc, origins) for m in manifests]
+    return [Manifest(source, m.doc) for m in manifests]
+
+
+def _with_origin(doc: dict[str, Any], origins: Origins) -> Manifest:
+    """An object of a kustomize build, with the file it comes from, its origin annotation taken off."""
+    source, generator = take_origin(doc, origins)
+    return Manifest(source, doc, generator)
 
 
 class Workspace:
@@ -117,6 +130,7 @@ class Workspace:
         self._directory: Path | None = None
         self._trees: dict[int, tuple[Snapshot, Future[ExportedTree]]] = {}
         self._paths: dict[int, tuple[Snapshot, Future[RepoPaths]]] = {}
+        self._origins: dict[tuple[int, str], tuple[Snapshot, Future[Origins]]] = {}
         self._exported = 0
 
     def __enter__(self) -> Workspace:
@@ -130,24 +144,36 @@ class Workspace:
             directory, self._directory = self._directory, None
             self._trees.clear()
             self._paths.clear()
+            self._origins.clear()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
 
     def tree(self, snapshot: Snapshot) -> ExportedTree:
         """`snapshot`'s tree on disk, exported now if no render exported it before."""
-        return self._once(self._trees, snapshot, lambda: self._export(snapshot))
+        return self._once(self._trees, id(snapshot), snapshot, lambda: self._export(snapshot))
+
+    def origins(self, snapshot: Snapshot, path: str) -> Origins:
+        """How to read where each object of the kustomization at `path` comes from; its kustomization
+        in the exported tree is edited for that (see kustomize.request_origins) once, whichever
+        render comes first, so that every render of it reads the same."""
+        paths = self.paths(snapshot)
+        directory = paths.resolve(path) or path  # two paths to one directory are one kustomization
+        root = self.tree(snapshot).root
+        return self._once(self._origins, (id(snapshot), directory), snapshot,
+                          lambda: request_origins(root, paths, directory))
 
     def paths(self, snapshot: Snapshot) -> RepoPaths:
         """The exported tree of `snapshot` as read back from disk, for renderers that check what
         they are about to run on."""
-        return self._once(self._paths, snapshot, lambda: RepoPaths(WorkTreeSnapshot(self.tree(snapshot).root)))
+        return self._once(self._paths, id(snapshot), snapshot,
+                          lambda: RepoPaths(WorkTreeSnapshot(self.tree(snapshot).root)))
 
-    def _once(self, made: dict[int, Any], snapshot: Snapshot, make: Any) -> Any:
+    def _once(self, made: dict[Any, Any], key: Any, snapshot: Snapshot, make: Any) -> Any:
         with self._lock:
-            entry = made.get(id(snapshot))
+            entry = made.get(key)
             mine = entry is None
             if mine:  # the snapshot is kept with it, so that its id is not reused meanwhile
-                entry = made[id(snapshot)] = (snapshot, Future())
+                entry = made[key] = (snapshot, Future())
         future = entry[1]
         if mine:
             try:

@@ -8,7 +8,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from bot.config import REPO_CONFIG_FILE
-from bot.diff import Change, ConfigReview, Counts, DiffReport, EnvironmentDiff
+from bot.diff import Change, ConfigReview, Counts, DiffReport, EnvironmentDiff, ObjectKey
 
 if TYPE_CHECKING:
     from bot.preview import LivePlan
@@ -161,9 +161,17 @@ def _warnings(warnings: tuple[str, ...], budget: int) -> list[str]:
     return lines
 
 
+def renamed(change: Change) -> str:
+    """What the change's note says of a generator's new name hash, or nothing."""
+    old = change.renamed_from
+    return "" if old is None else f"renamed by its generator from {old.name}"
+
+
 def _details(change: Change, max_chars: int | None = None) -> str:
+    note = renamed(change)
+    note = f" · {html.escape(clip(note))}" if note else ""
     summary_line = (f"<details><summary><code>{change.op} {html.escape(clip(str(change.key)))}</code>"
-                    f" <sub>{html.escape(clip(change.source))}</sub></summary>")
+                    f" <sub>{html.escape(clip(change.source))}{note}</sub></summary>")
     body = change.diff
     if max_chars is not None:
         body = _truncate(body, max_chars - len(summary_line) - 200)
@@ -287,7 +295,8 @@ def _summary(report: DiffReport, name: str, budget: int, parts: int, max_parts: 
     rows, used = ["| | Object | Environment | Source | Lines |", "|---|---|---|---|---:|"], 0
     room = budget - sum(len(b) + 2 for b in blocks) - 200
     for env, change in changes:
-        cells = (change.op, code(clip(str(change.key), 120)), code(clip(env.environment, 60)),
+        renamed_from = f" (renamed from {code(clip(change.renamed_from.name, 120))})" if change.renamed_from else ""
+        cells = (change.op, code(clip(str(change.key), 120)) + renamed_from, code(clip(env.environment, 60)),
                  code(clip(change.source, 120)), f"{change.diff.count(chr(10)) + 1:,}")
         row = "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
         if used + len(row) + 1 > room:
@@ -347,7 +356,8 @@ def text(report: DiffReport, colour: bool = False) -> str:
         for warning in env.warnings:
             out.append("warning: " + warning)
         for change in env.changes:
-            out.append(paint(f"{change.op} {change.key}", "bold") + f"  ({change.source})")
+            note = renamed(change)
+            out.append(paint(f"{change.op} {change.key}", "bold") + f"  ({change.source}{'; ' + note if note else ''})")
             for line in change.diff.splitlines():
                 kind = line[:1] if line[:1] in "+-@" else None
                 out.append("  " + (paint(line, kind) if kind else line))
@@ -395,13 +405,16 @@ def patch(report: DiffReport) -> str:
     out = []
     for env in report.environments:
         for change in env.changes:
-            key = change.key
-            path = "/".join((env.environment, key.group or "core", key.kind, key.namespace or "_cluster",
-                             f"{key.name}.yaml"))
-            out.append(f"--- {'/dev/null' if change.op == '+' else 'a/' + path}")
-            out.append(f"+++ {'/dev/null' if change.op == '-' else 'b/' + path}")
+            old = _patch_path(env.environment, change.renamed_from or change.key)
+            new = _patch_path(env.environment, change.key)
+            out.append(f"--- {'/dev/null' if change.op == '+' else 'a/' + old}")
+            out.append(f"+++ {'/dev/null' if change.op == '-' else 'b/' + new}")
             out.append(change.diff)
     return "\n".join(out) + ("\n" if out else "")
+
+
+def _patch_path(environment: str, key: ObjectKey) -> str:
+    return "/".join((environment, key.group or "core", key.kind, key.namespace or "_cluster", f"{key.name}.yaml"))
 
 
 # -- JSON --------------------------------------------------------------------------------------
@@ -425,6 +438,7 @@ def as_json(report: DiffReport) -> str:
             "counts": counts(env.counts),
             "changes": [{"op": OP_WORDS[c.op], "group": c.key.group, "kind": c.key.kind,
                          "namespace": c.key.namespace, "name": c.key.name, "source": c.source,
+                         "renamed_from": c.renamed_from.name if c.renamed_from else None,
                          "diff": c.diff} for c in env.changes],
             "live": None if env.live is None else _live_json(env.live),
         } for env in report.environments],

@@ -8,17 +8,24 @@ case folding, see `go_fold`), so no spelling hides a field from the walk. Kustom
 the renderer box (sandbox.py: no network, no file outside the exported tree), with its default
 root-only load restrictor, no plugins, no inherited environment and a hard timeout; its errors
 are reduced (errors.reduce) so that no generator literal or env file line reaches a comment.
+
+Each object's source file comes from kustomize itself: `request_origins` adds `originAnnotations`
+to the `buildMetadata` of the root kustomization of the render's own copy of the tree, and
+`take_origin` reads the annotation this puts on every object, then removes it, so that nothing
+after the render sees it.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import posixpath
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -423,6 +430,155 @@ def _local(paths: RepoPaths, directory: str, ref: str, key: str, name: str,
         raise RenderError(f"{key} entry {ref!r} does not exist", name)
     inputs.update((physical, lexical))
     return physical
+
+
+# -- where each object comes from -------------------------------------------------------------------
+
+ORIGIN_ANNOTATION = "config.kubernetes.io/origin"
+ORIGIN_OPTION = "originAnnotations"
+BUILD_METADATA = "buildMetadata"
+GENERATOR_FIELD_OF = {"ConfigMapGenerator": "configMapGenerator", "SecretGenerator": "secretGenerator"}
+"""The kustomization field that holds a built-in generator's configuration, by its kind."""
+
+
+@dataclass(frozen=True)
+class Origins:
+    """How to read where the objects of one kustomization's build come from."""
+
+    directory: str
+    """The kustomization directory built, in the repository: origin paths are relative to it."""
+    kustomization: str
+    """Its kustomization file: the source of an object whose origin is not known."""
+    added: bool = False
+    """Whether `originAnnotations` was added to the render's copy of the kustomization, so that the
+    annotations are the bot's to remove. When the kustomization asks for them itself, they stay."""
+
+
+def request_origins(root: Path, paths: RepoPaths, path: str) -> Origins:
+    """Have the build of the kustomization at `path` annotate each object with its origin, by adding
+    `originAnnotations` to the `buildMetadata` of its kustomization file below `root`. `root` must be
+    a copy of the tree that is the caller's alone (see render.Workspace), never a user's repository.
+
+    Kustomize takes `buildMetadata` from the root kustomization of a build only, for everything it
+    includes (kusttarget.go, accumulateDirectory), so the edit changes nothing for another build
+    that reaches this directory as a base. A kustomization that cannot be edited with certainty is
+    left as it is: its objects' source is then the kustomization file.
+    """
+    directory = paths.resolve(path) or path
+    name = _kustomization_file(paths, directory) if paths.kind(directory) == "dir" else None
+    origins = Origins(directory, name or posixpath.join(directory, KUSTOMIZATION_FILES[0]))
+    if name is None or paths.kind(name) != "file" or paths.files[name].is_symlink:
+        return origins  # a linked file may be another kustomization's too; rendering says what else is wrong
+    try:
+        text = paths.read(name, MAX_KUSTOMIZATION_BYTES).decode("utf-8")
+    except (RenderError, UnicodeDecodeError):
+        return origins
+    edited, asked = with_origin_annotations(text, name)
+    if edited is None:
+        return origins
+    target = root / name
+    try:
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".gitops-bot-")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(edited)
+        os.replace(temporary, target)  # a build of another directory may read it meanwhile: all at once
+    except OSError:
+        return origins
+    return Origins(directory, name, added=not asked)
+
+
+def with_origin_annotations(text: str, name: str) -> tuple[str | None, bool]:
+    """The kustomization `text` with `originAnnotations` added to its `buildMetadata`, and whether
+    it asks for them itself (then there is nothing to add). None where the text cannot be edited
+    with certainty: the edit must mean exactly the kustomization and the option, as the walk reads it."""
+    try:
+        (before,) = _parse(text.encode(), name)
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except (RenderError, ValueError, yaml.YAMLError, RecursionError):
+        return None, False
+    if not isinstance(before, dict) or len(nodes) > 1:
+        return None, False
+    key = next((k for k in before if go_fold(str(k)) == go_fold(BUILD_METADATA)), BUILD_METADATA)
+    options = before.get(key)
+    if options is not None and not (isinstance(options, list) and all(isinstance(o, str) for o in options)):
+        return None, False  # kustomize refuses it
+    if options and ORIGIN_OPTION in options:
+        return None, True
+    options = [*(options or []), ORIGIN_OPTION]
+    edited = _add_build_metadata(text, nodes[0] if nodes else None, json.dumps(options))
+    try:
+        after = _parse(edited.encode(), name) if edited is not None else None
+    except RenderError:
+        return None, False
+    return (edited, False) if after == [{**before, key: options}] else (None, False)
+
+
+def _add_build_metadata(text: str, node: yaml.Node | None, options: str) -> str | None:
+    """`text` with its root mapping's `buildMetadata` set to `options` (a flow sequence)."""
+    if node is None or isinstance(node, yaml.ScalarNode):  # nothing but comments, or null
+        return f"{BUILD_METADATA}: {options}\n"
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key, value in node.value:
+        if isinstance(key, yaml.ScalarNode) and go_fold(key.value) == go_fold(BUILD_METADATA):
+            colon = text.find(":", key.end_mark.index)
+            if isinstance(value, yaml.SequenceNode) and value.value and not value.flow_style:
+                end = value.value[-1].end_mark.index  # a block sequence ends where the next key starts
+            elif isinstance(value, yaml.ScalarNode) and value.value == "":
+                end = colon + 1  # an empty value is marked where the next token starts
+            else:
+                end = value.end_mark.index
+            return None if colon < 0 or end <= colon else text[:key.end_mark.index] + f": {options}" + text[end:]
+    start = node.start_mark.index
+    if node.flow_style:
+        if text[start:start + 1] != "{":
+            return None
+        rest = ", " if node.value else ""
+        return text[:start + 1] + f"{BUILD_METADATA}: {options}{rest}" + text[start + 1:]
+    # First, not last: text after the last value may belong to it (a `|+` block scalar's blank lines).
+    return text[:start] + f"{BUILD_METADATA}: {options}\n" + " " * node.start_mark.column + text[start:]
+
+
+def take_origin(doc: dict[str, Any], origins: Origins) -> tuple[str, str | None]:
+    """Where an object of the build comes from: the repository file, and the kind of generator that
+    made it (`ConfigMapGenerator`; "" when a file holds the object, None when not known). The origin
+    annotation is removed from `doc` when the bot asked for it, as kustomize would not have added it."""
+    meta = doc.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    if not isinstance(annotations, dict) or ORIGIN_ANNOTATION not in annotations:
+        return origins.kustomization, None
+    origin = annotations[ORIGIN_ANNOTATION]
+    if origins.added:
+        del annotations[ORIGIN_ANNOTATION]
+        if not annotations:  # kustomize leaves no empty `annotations`
+            del meta["annotations"]
+    return _source(origin, origins)
+
+
+def _source(annotation: Any, origins: Origins) -> tuple[str, str | None]:
+    """The file and generator an origin annotation names; a file outside the repository (a remote
+    base's, which the walk refuses) or an annotation that cannot be read names the kustomization."""
+    try:
+        (origin,) = parse_documents(str(annotation).encode(), ORIGIN_ANNOTATION, LIMITS)
+    except (RenderError, ValueError):
+        return origins.kustomization, None
+    if not isinstance(origin, dict) or origin.get("repo"):
+        return origins.kustomization, None
+    configured_in, by, path = origin.get("configuredIn"), origin.get("configuredBy"), origin.get("path")
+    if isinstance(configured_in, str) and isinstance(by, dict):
+        file = _in_repository(origins.directory, configured_in) or origins.kustomization
+        kind, generator = str(by.get("kind") or ""), str(by.get("name") or "")
+        what = (GENERATOR_FIELD_OF.get(kind, kind) if posixpath.basename(file) in KUSTOMIZATION_FILES
+                else " ".join(filter(None, (kind, generator))))
+        return f"{file} ({what or 'generated'})", kind
+    file = _in_repository(origins.directory, path) if isinstance(path, str) else None
+    return (file, "") if file else (origins.kustomization, None)
+
+
+def _in_repository(directory: str, path: str) -> str | None:
+    """`path`, relative to `directory`, as a repository path; None where it leaves the repository."""
+    joined = posixpath.normpath(posixpath.join(directory, path))
+    return None if joined == ".." or joined.startswith(("../", "/")) else joined
 
 
 def resolve_inside(root: Path, path: Path) -> Path | None:
