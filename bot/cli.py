@@ -43,7 +43,7 @@ class _HelpFormatter(argparse.HelpFormatter):
 
         return "\n\n".join(textwrap.indent(block, indent) if "\n  " in f"\n{block}" else
                             textwrap.fill(" ".join(block.split()), width, initial_indent=indent,
-                                          subsequent_indent=indent)
+                                          subsequent_indent=indent, break_on_hyphens=False)
                             for block in textwrap.dedent(text).strip("\n").split("\n\n"))
 
 
@@ -57,7 +57,7 @@ def _environment(*names: str) -> str:
     lines = ["environment variables:"]
     for name in names:
         lines += textwrap.wrap(VARIABLES[name], 100, initial_indent=f"  {name:<{width}}",
-                               subsequent_indent=" " * (width + 2))
+                               subsequent_indent=" " * (width + 2), break_on_hyphens=False)
     return "\n".join(lines)
 
 

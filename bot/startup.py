@@ -167,5 +167,5 @@ def redis_description(url: str, embedded_directory: Path | None = None) -> str:
         netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
         url = urlunsplit(parts._replace(netloc=netloc))
     if embedded_directory is not None:
-        return f"embedded, {url}, data in {embedded_directory}"
+        return f"embedded Redis at {url}, data in {embedded_directory}"
     return f"{url} (REDIS_URL)"

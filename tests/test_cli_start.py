@@ -108,7 +108,7 @@ def test_up_says_what_it_loaded_what_is_missing_and_where_it_answers_from_elsewh
                           ("GITLAB_WEBHOOK_TOKEN", "missing: GitLab webhooks are refused (401)"),
                           ("GITOPS_BOT_DASHBOARD_TOKEN", "missing: the dashboard and /api answer this machine only")):
         assert any(line.split()[-len(meaning.split()):] == meaning.split() and name in line for line in block), name
-    assert f"embedded, redis://127.0.0.1:" in text and str(tmp_path / ".gitops-bot" / "redis") in text
+    assert "redis      embedded Redis at redis://127.0.0.1:" in text and str(tmp_path / ".gitops-bot" / "redis") in text
     # Listening on every address: the URLs name this machine's, never 0.0.0.0, and say what a forge needs.
     assert "http://0.0.0.0" not in printed
     assert "every address of this machine (0.0.0.0)" in text

@@ -66,4 +66,4 @@ def test_a_key_file_counts_as_a_github_app(tmp_path: Path):
 def test_redis_urls_lose_their_password():
     assert redis_description("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0 (REDIS_URL)"
     assert redis_description("rediss://bot:s3cret@[::1]:6380/1") == "rediss://bot:***@[::1]:6380/1 (REDIS_URL)"
-    assert redis_description("redis://127.0.0.1:1/0", Path("/d")) == "embedded, redis://127.0.0.1:1/0, data in /d"
+    assert redis_description("redis://127.0.0.1:1/0", Path("/d")) == "embedded Redis at redis://127.0.0.1:1/0, data in /d"

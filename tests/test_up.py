@@ -57,7 +57,7 @@ def test_up_starts_serves_a_webhook_end_to_end_and_stops(tmp_path: Path, remote,
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=60)
     assert up.returncode == 0, output[-3000:]
-    assert "embedded Redis" in output and f"dashboard at http://127.0.0.1:{port}/" in output
+    assert "embedded Redis at redis://127.0.0.1:" in output and f"dashboard  http://127.0.0.1:{port}/\n" in output
     assert any((tmp_path / "data" / "redis").glob("appendonly*"))  # its data survives a restart
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "data" / "redis")], capture_output=True, text=True)
     assert leftover.stdout == ""  # the embedded Redis stopped with it
