@@ -67,3 +67,10 @@ def test_redis_urls_lose_their_password():
     assert redis_description("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0 (REDIS_URL)"
     assert redis_description("rediss://bot:s3cret@[::1]:6380/1") == "rediss://bot:***@[::1]:6380/1 (REDIS_URL)"
     assert redis_description("redis://127.0.0.1:1/0", Path("/d")) == "embedded Redis at redis://127.0.0.1:1/0, data in /d"
+
+
+def test_an_empty_server_config_says_that_nothing_is_accepted_and_nothing_deploys():
+    text = block("127.0.0.1", [])
+    assert "repos      none: every webhook is answered 200 and ignored; list your repositories under `repos` in " \
+           "config/bot.yaml" in text
+    assert "clusters   none: pull requests get diffs, and nothing deploys" in text
