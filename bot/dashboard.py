@@ -130,8 +130,10 @@ def summarize(kind: str, value: Any) -> tuple[str, bool | None]:
         ok = value.get("state") == "success"
         return f"diff posted: {counts}" + ("" if ok else f" (status {value.get('state')})"), ok
     if kind == "deploy_push":
-        if "skipped" in value or "error" in value:
-            return (f"skipped: {value['skipped']}", True) if "skipped" in value else (f"failed: {value['error']}", False)
+        if "skipped" in value:
+            return f"skipped: {value['skipped']}", True
+        if "error" in value:
+            return f"failed: {value['error']}", False
         if not value:
             return "no environment with a cluster on this branch", True
         parts = [deploy_words(name, outcome) for name, outcome in sorted(value.items())]
@@ -192,7 +194,8 @@ def delivery_rows(deliveries: list[dict[str, Any]], outcomes: Mapping[str, dict[
     return rows
 
 
-def pull_rows(pulls: list[dict[str, Any]], outcomes: Mapping[str, dict[str, Any]], links: Links) -> list[dict[str, Any]]:
+def pull_rows(pulls: list[dict[str, Any]], outcomes: Mapping[str, dict[str, Any]],
+              links: Links) -> list[dict[str, Any]]:
     """Open pull requests with their newest diff: its state, counts and words."""
     return [{**pull, "diff": outcomes.get(pull.get("job", "")) or job_outcome(pull.get("job", ""), None, None),
              "url": links.pull(pull["forge"], pull["repo"], pull["number"]),
@@ -307,8 +310,8 @@ def blueprint(store: Store, token: str | None, environments: Callable[[], list[d
     def data() -> dict[str, Any]:
         deliveries, pulls = deliveries_and_pulls()
         refused, waiting, since = store.recent_refusals(), queues(store), time.time() - RECENT_TROUBLE
-        failed = sorted(({**f, "queue": q["name"]} for q in waiting for f in q["failures"] if (f["ended"] or 0) >= since),
-                        key=lambda f: f["ended"], reverse=True)
+        failed = sorted(({**f, "queue": q["name"]} for q in waiting for f in q["failures"]
+                         if (f["ended"] or 0) >= since), key=lambda f: f["ended"], reverse=True)
         return {"environments": environments(), "deliveries": deliveries, "pulls": pulls, "refused": refused,
                 "refused_recently": refused_groups(refused, since), "failed_recently": failed,
                 "queues": waiting, "fleet": fleet(store), "generated_at": time.time()}

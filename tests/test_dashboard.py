@@ -195,8 +195,9 @@ def refuse_some(bot: Bot) -> None:
     """Two deliveries signed with the wrong secret, one malformed, one too large."""
     raw = b'{"zen": "x"}'
     for delivery in ("wrong-1", "wrong-2"):
-        assert bot.post("/webhooks/github", raw, {"X-GitHub-Event": "ping", "X-GitHub-Delivery": delivery,
-                                                  "X-Hub-Signature-256": signature("not-the-secret", raw)}).status == 401
+        headers = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": delivery,
+                   "X-Hub-Signature-256": signature("not-the-secret", raw)}
+        assert bot.post("/webhooks/github", raw, headers).status == 401
     assert bot.post("/webhooks/github", b"{", {"X-GitHub-Event": "push", "X-GitHub-Delivery": "broken-1",
                                                "X-Hub-Signature-256": signature(SECRET, b"{")}).status == 400
     assert bot.post("/webhooks/github", b"x" * (25 * 1024 * 1024 + 1), {"X-GitHub-Event": "push"}).status == 413
@@ -274,9 +275,11 @@ def test_the_fleet_workers_redis_the_last_reconcile_and_the_version(deployed):
 
 LINKS = [  # (web URLs, forge, repo, number, sha) -> repository, pull request, commit
     ({"github": "https://github.com"}, "github", "acme/infra", 7, "abc",
-     ("https://github.com/acme/infra", "https://github.com/acme/infra/pull/7", "https://github.com/acme/infra/commit/abc")),
+     ("https://github.com/acme/infra", "https://github.com/acme/infra/pull/7",
+      "https://github.com/acme/infra/commit/abc")),
     ({"github": "https://ghe.example/"}, "github", "acme/infra", 7, "abc",
-     ("https://ghe.example/acme/infra", "https://ghe.example/acme/infra/pull/7", "https://ghe.example/acme/infra/commit/abc")),
+     ("https://ghe.example/acme/infra", "https://ghe.example/acme/infra/pull/7",
+      "https://ghe.example/acme/infra/commit/abc")),
     ({"gitlab": "https://gitlab.example"}, "gitlab", "group/sub/infra", 3, "abc",
      ("https://gitlab.example/group/sub/infra", "https://gitlab.example/group/sub/infra/-/merge_requests/3",
       "https://gitlab.example/group/sub/infra/-/commit/abc")),

@@ -15,8 +15,8 @@ import requests
 from github import Auth, Github, GithubException, GithubIntegration
 
 from bot.events import CommentEvent, Event, Ping, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
-from bot.forges.base import (API_ERRORS, DEFAULT_BRANCH_TTL, Comment, DeployState, Delivery, MergeRefused, PullState, Reaction,
-                             Review, ShortCache, StatusState, TransientForgeError, WebhookError, approval,
+from bot.forges.base import (API_ERRORS, DEFAULT_BRANCH_TTL, Comment, DeployState, Delivery, MergeRefused, PullState,
+                             Reaction, Review, ShortCache, StatusState, TransientForgeError, WebhookError, approval,
                              constant_time_equal, field, forge_clone_url, parse_json_object, retry_after)
 
 FORGE = "github"

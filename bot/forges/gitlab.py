@@ -13,8 +13,8 @@ from gitlab.exceptions import GitlabError
 from gitlab.v4.objects import CurrentUserManager
 
 from bot.events import CommentEvent, Event, PullRequest, PullRequestEvent, PushEvent, Repo, Unsupported
-from bot.forges.base import (API_ERRORS, DEFAULT_BRANCH_TTL, Comment, DeployState, Delivery, MergeRefused, PullState, Reaction,
-                             Review, ShortCache, StatusState, TransientForgeError, WebhookError, approval,
+from bot.forges.base import (API_ERRORS, DEFAULT_BRANCH_TTL, Comment, DeployState, Delivery, MergeRefused, PullState,
+                             Reaction, Review, ShortCache, StatusState, TransientForgeError, WebhookError, approval,
                              constant_time_equal, field, forge_clone_url, parse_json_object, retry_after)
 
 FORGE = "gitlab"
