@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run, to start 
     import git
     import redis
 
-    from bot.config import RepoConfig, ServerConfig
+    from bot.config import Environment, RepoConfig, ServerConfig
     from bot.events import Repo
     from bot.gitrepo import Mirror
     from bot.jobs import Target
@@ -573,36 +574,21 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
     """Exit 0 when the deploy (or dry run) succeeds; 1 when it fails, is refused or waits on a lock; 2 on bad input."""
     import getpass
 
-    import git
     import redis
 
-    from bot.config import ConfigError, load_server_config
     from bot.environments import LockBusy
-    from bot.gitrepo import Mirror
     from bot.jobs import Target
-    from bot.pipeline import read_repo_config
 
     def refuse(message: object) -> int:
         print(f"gitops-bot deploy: {message}", file=sys.stderr)
         return 2
 
     try:
-        server = load_server_config(settings.config_path)
-        repo = git.Repo(args.repo, search_parent_directories=True)
-        mirror, sha = Mirror(Path(repo.git_dir), repo), repo.commit(args.sha or "HEAD").hexsha
-        source = _forge_repo(repo, args.forge, args.repo_name, settings.gitlab_url)
-        config = read_repo_config(mirror.snapshot(sha), source.default_branch, set(server.clusters))
-    except (ConfigError, git.GitError, ValueError) as err:
-        return refuse(err)
-    env = config.get(args.env)
-    if env is None:
-        return refuse(f"no environment {args.env!r} (have: {', '.join(e.name for e in config.environments)})")
-    if not env.cluster:
-        return refuse(f"environment {env.name} names no cluster: it only gets diffs")
-    refusal = server.refusal(source.full_name, env)
-    if refusal:
-        print(f"gitops-bot deploy: refused: {refusal}", file=sys.stderr)
-        return 1
+        local = _Local.find(args, settings, args.sha or "HEAD")
+    except _Unusable as err:
+        print(f"gitops-bot deploy: {err}", file=sys.stderr)
+        return 1 if err.refused else 2
+    server, mirror, source, env, sha = local.server, local.mirror, local.source, local.env, local.sha
     target = Target(source, env, sha, getpass.getuser())
     connection = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
     if args.dry_run:
@@ -662,10 +648,7 @@ def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
 
     from bot import deploy, drift, drift_report
     from bot.cluster import ClusterError, connect
-    from bot.config import ConfigError, load_server_config
     from bot.environments import EnvRef, Environments
-    from bot.gitrepo import Mirror
-    from bot.pipeline import read_repo_config
     from bot.render import render
     from bot.renderers.errors import RenderError
 
@@ -674,22 +657,10 @@ def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     try:
-        server = load_server_config(settings.config_path)
-        repo = git.Repo(args.repo, search_parent_directories=True)
-        mirror = Mirror(Path(repo.git_dir), repo)
-        source = _forge_repo(repo, args.forge, args.repo_name, settings.gitlab_url)
-        head = repo.commit("HEAD").hexsha
-        config = read_repo_config(mirror.snapshot(head), source.default_branch, set(server.clusters))
-    except (ConfigError, git.GitError, ValueError) as err:
+        local = _Local.find(args, settings, "HEAD")
+    except _Unusable as err:
         return fail(err)
-    env = config.get(args.env)
-    if env is None:
-        return fail(f"no environment {args.env!r} (have: {', '.join(e.name for e in config.environments)})")
-    if not env.cluster:
-        return fail(f"environment {env.name} names no cluster: it only gets diffs")
-    refusal = server.refusal(source.full_name, env)
-    if refusal:
-        return fail(f"refused: {refusal}")
+    server, repo, mirror, source, env, head = local.server, local.repo, local.mirror, local.source, local.env, local.sha
     ref, envs = EnvRef(source.forge, source.full_name, env.name), None
     try:
         if settings.redis_url:
@@ -717,6 +688,55 @@ def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
         print(drift_report.text(report, env.name, sha, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")),
               end="")
     return 0 if report.in_sync else 1
+
+
+class _Unusable(Exception):
+    """`--env` cannot be used here: the message says why; `refused` when the server config refuses it."""
+
+    def __init__(self, message: object, refused: bool = False):
+        super().__init__(str(message))
+        self.refused = refused
+
+
+@dataclass(frozen=True)
+class _Local:
+    """An environment of a local checkout, as a command by hand uses it, with the server config."""
+
+    server: ServerConfig
+    repo: git.Repo
+    mirror: Mirror
+    source: Repo
+    env: Environment
+    sha: str
+    """The commit whose `.gitops.yaml` defines the environment."""
+
+    @classmethod
+    def find(cls, args: argparse.Namespace, settings: Settings, revision: str) -> "_Local":
+        """`args.env` of the checkout `args.repo` at `revision`; `_Unusable` when there is none with a
+        cluster, or the server config refuses it."""
+        import git
+
+        from bot.config import ConfigError, load_server_config
+        from bot.gitrepo import Mirror
+        from bot.pipeline import read_repo_config
+
+        try:
+            server = load_server_config(settings.config_path)
+            repo = git.Repo(args.repo, search_parent_directories=True)
+            mirror, sha = Mirror(Path(repo.git_dir), repo), repo.commit(revision).hexsha
+            source = _forge_repo(repo, args.forge, args.repo_name, settings.gitlab_url)
+            config = read_repo_config(mirror.snapshot(sha), source.default_branch, set(server.clusters))
+        except (ConfigError, git.GitError, ValueError) as err:
+            raise _Unusable(err) from None
+        env = config.get(args.env)
+        if env is None:
+            raise _Unusable(f"no environment {args.env!r} (have: {', '.join(e.name for e in config.environments)})")
+        if not env.cluster:
+            raise _Unusable(f"environment {env.name} names no cluster: it only gets diffs")
+        refusal = server.refusal(source.full_name, env)
+        if refusal:
+            raise _Unusable(f"refused: {refusal}", refused=True)
+        return cls(server, repo, mirror, source, env, sha)
 
 
 def _forge_repo(repo: git.Repo, forge: str | None, name: str | None, gitlab_url: str) -> Repo:
