@@ -182,12 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "from its origin remote); with --repo-name, whose locks, history and objects these are")
     deploy.add_argument("--repo-name", help="its full name there, e.g. acme/infra (default: from its origin remote)")
 
-    drift = commands.add_parser(
-        "drift", help="the live cluster against the environment's deployed commit",
-        description="Compare an environment's live cluster with its deployed commit, as the periodic check "
-        "does, and print what drifted (Secret values masked). Nothing is written. The deployed commit is read "
-        "from the bot's state (REDIS_URL); without it, or before the first deploy, pass --sha (default: HEAD). "
-        "Exit 0 in sync, 1 drifted, 2 error.")
+    drift = command(
+        "drift", "the live cluster against the environment's deployed commit",
+        "Compare an environment's live cluster with its deployed commit, as the periodic check does, and print "
+        "what drifted: objects missing, fields someone changed (and who holds them now), objects no longer "
+        "rendered; Secret values masked. Nothing is written. The deployed commit is read from the bot's state "
+        "(REDIS_URL); without it, or before the first deploy, pass --sha (default: HEAD). Exit 0 in sync, 1 "
+        "drifted, 2 error.",
+        "GITOPS_BOT_CONFIG", "REDIS_URL", "GITOPS_BOT_NAME", "GITLAB_URL", "NO_COLOR", "HELM_C_LIB")
     drift.add_argument("--env", required=True, help="the environment to compare")
     drift.add_argument("--repo", default=".", help="the repository (default: the current directory)")
     drift.add_argument("--sha", help="compare with this commit instead of the deployed one")
