@@ -316,7 +316,7 @@ def index(manifests: Iterable[Manifest], namespace: str | None, rules: Iterable[
         if key in objects:
             warnings.append(f"`{key}` is defined more than once ({objects[key].source}, {m.source}); "
                             "the last definition is used")
-        objects[key] = Manifest(m.source, normalize(m.doc, key, rules))
+        objects[key] = replace(m, doc=normalize(m.doc, key, rules))
     return objects, warnings
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import yaml
 
@@ -259,3 +261,92 @@ def test_an_object_with_only_a_generated_name_is_shown_and_said_to_be_skipped():
     assert (change.op, str(change.key)) == ("~", "batch/Job apps/migrate-*")
     assert warnings == ("`batch/Job apps/migrate-*` has only `metadata.generateName`, so the API server would name "
                         "it on creation; server-side apply needs a name, so a deploy skips it",)
+
+
+# -- a generator's new name hash --------------------------------------------------------------------
+
+OLD_HASH, NEW_HASH = "5f8d7c9b2k", "h2g7tk5b9m"
+
+
+def renames(base: str, head: str, **kwargs) -> list[tuple[str, str, str | None]]:
+    changes, _ = diff_manifests(objects(base), objects(head), **kwargs)
+    return [(c.op, str(c.key), c.renamed_from and c.renamed_from.name) for c in changes]
+
+
+def docs(*texts: str) -> str:
+    return "---\n".join(texts)
+
+
+CM_NS = "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}}}\ndata: {{k: '1'}}\n"
+
+
+@pytest.mark.parametrize("base, head, expected", [
+    (cm(f"settings-{OLD_HASH}", "1"), cm(f"settings-{NEW_HASH}", "2"),
+     [("~", f"ConfigMap settings-{NEW_HASH}", f"settings-{OLD_HASH}")]),
+    (cm(f"my-app-settings-{OLD_HASH}", "1"), cm(f"my-app-settings-{NEW_HASH}", "2"),
+     [("~", f"ConfigMap my-app-settings-{NEW_HASH}", f"my-app-settings-{OLD_HASH}")]),
+    (cm(f"settings-{OLD_HASH}", ns="a"), cm(f"settings-{NEW_HASH}", ns="a"),
+     [("~", f"ConfigMap a/settings-{NEW_HASH}", f"settings-{OLD_HASH}")]),
+    (cm(f"settings-{OLD_HASH}", ns="a"), cm(f"settings-{NEW_HASH}", ns="b"),
+     [("-", f"ConfigMap a/settings-{OLD_HASH}", None), ("+", f"ConfigMap b/settings-{NEW_HASH}", None)]),
+    (cm(f"settings-{OLD_HASH}"), cm(f"other-{NEW_HASH}"),
+     [("+", f"ConfigMap other-{NEW_HASH}", None), ("-", f"ConfigMap settings-{OLD_HASH}", None)]),
+    (cm("settings-5f8d7c9b2a"), cm(f"settings-{NEW_HASH}"),  # `a` is never in a hash: spelt `m`
+     [("-", "ConfigMap settings-5f8d7c9b2a", None), ("+", f"ConfigMap settings-{NEW_HASH}", None)]),
+    (cm("settings-5f8d7c9b2"), cm("settings-h2g7tk5b9"),  # nine characters
+     [("-", "ConfigMap settings-5f8d7c9b2", None), ("+", "ConfigMap settings-h2g7tk5b9", None)]),
+    (cm("settings-v1"), cm("settings-v2"),
+     [("-", "ConfigMap settings-v1", None), ("+", "ConfigMap settings-v2", None)]),
+    (docs(cm(f"settings-{OLD_HASH}"), cm("settings-ttm9hk6mbk")), cm(f"settings-{NEW_HASH}"),
+     [("-", f"ConfigMap settings-{OLD_HASH}", None), ("+", f"ConfigMap settings-{NEW_HASH}", None),
+      ("-", "ConfigMap settings-ttm9hk6mbk", None)]),
+    (cm(f"settings-{OLD_HASH}"), docs(cm(f"settings-{OLD_HASH}"), cm(f"settings-{NEW_HASH}")),
+     [("+", f"ConfigMap settings-{NEW_HASH}", None)]),
+    (cm(f"settings-{OLD_HASH}").replace("v1", "example.com/v1", 1),
+     cm(f"settings-{NEW_HASH}").replace("v1", "example.com/v1", 1),
+     [("-", f"example.com/ConfigMap settings-{OLD_HASH}", None),
+      ("+", f"example.com/ConfigMap settings-{NEW_HASH}", None)]),
+    (cm(f"web-{OLD_HASH}").replace("ConfigMap", "Service"), cm(f"web-{NEW_HASH}").replace("ConfigMap", "Service"),
+     [("-", f"Service web-{OLD_HASH}", None), ("+", f"Service web-{NEW_HASH}", None)]),
+], ids=["config-map", "dashes-in-the-name", "namespace", "other-namespace", "other-name", "not-the-alphabet",
+        "too-short", "not-a-hash", "two-removed", "both-kept", "other-group", "other-kind"])
+def test_a_new_name_hash_pairs_one_removed_and_one_added(base, head, expected):
+    assert renames(base, head) == expected
+
+
+def test_the_namespace_the_environment_fills_in_counts_for_the_pairing():
+    assert renames(cm(f"settings-{OLD_HASH}"), CM_NS.format(name=f"settings-{NEW_HASH}", ns="apps"),
+                   namespace="apps") == [("~", f"ConfigMap apps/settings-{NEW_HASH}", f"settings-{OLD_HASH}")]
+
+
+def test_the_paired_diff_holds_the_name_and_the_content():
+    (change,), _ = diff_manifests(objects(cm(f"settings-{OLD_HASH}", "1")), objects(cm(f"settings-{NEW_HASH}", "2")))
+    assert change.diff.splitlines()[1:] == [
+        " apiVersion: v1", " data:", "-  k: '1'", "+  k: '2'", " kind: ConfigMap", " metadata:",
+        f"-  name: settings-{OLD_HASH}", f"+  name: settings-{NEW_HASH}"]
+    assert change.renamed_from == ObjectKey("", "ConfigMap", "", f"settings-{OLD_HASH}")
+
+
+def test_a_paired_secret_stays_masked():
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {{name: creds-{hash}}}\ndata: {{password: {pw}, user: YWRtaW4=}}\n"
+    base, head = secret.format(hash=OLD_HASH, pw="aHVudGVyMg=="), secret.format(hash=NEW_HASH, pw="c2VjcmV0Mg==")
+    (change,), _ = diff_manifests(objects(base), objects(head))
+    assert (change.op, change.renamed_from.name) == ("~", f"creds-{OLD_HASH}")
+    assert "aHVudGVyMg==" not in change.diff and "c2VjcmV0Mg==" not in change.diff and "YWRtaW4=" not in change.diff
+    assert "-  password: '*** (before)'" in change.diff and "+  password: '*** (after)'" in change.diff
+    assert f"+  name: creds-{NEW_HASH}" in change.diff
+
+
+@pytest.mark.parametrize("old_generator, new_generator, paired", [
+    (None, None, True),
+    ("ConfigMapGenerator", "ConfigMapGenerator", True),
+    ("ConfigMapGenerator", None, True),
+    ("", "ConfigMapGenerator", False),  # Kustomize read the old one from a file
+    ("ConfigMapGenerator", "", False),
+    ("SecretGenerator", "SecretGenerator", False),  # not what makes a ConfigMap
+], ids=["unknown", "generated", "one-known", "old-from-a-file", "new-from-a-file", "other-generator"])
+def test_what_kustomize_says_made_the_object_decides_over_its_name(old_generator, new_generator, paired):
+    base = [replace(m, generator=old_generator) for m in objects(cm(f"settings-{OLD_HASH}", "1"))]
+    head = [replace(m, generator=new_generator) for m in objects(cm(f"settings-{NEW_HASH}", "2"))]
+    changes, _ = diff_manifests(base, head)
+    assert [c.op for c in changes] == (["~"] if paired else ["-", "+"])

@@ -12,8 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bot.config import Environment
+from bot.gitrepo import Mirror, WorkTreeSnapshot
+from bot.pipeline import diff_snapshots
+from bot.render import Manifest, render
 from bot.renderers.errors import RenderError
-from bot.renderers.kustomize import go_fold, is_kustomization, render_kustomize
+from bot.renderers.kustomize import go_fold, is_kustomization, render_kustomize, with_origin_annotations
+from tests.conftest import GitRemote
 
 DEPLOYMENT = """
     apiVersion: apps/v1
@@ -448,3 +453,126 @@ def test_a_disguised_plugin_field_is_checked(repo: Path, outside: Path) -> None:
                                           "metadata: {name: p}\npathſ: [../../../outside/cm.yaml]\n"})
     with pytest.raises(RenderError, match="points outside the repository"):
         render_kustomize(repo, "envs/staging")
+
+
+# -- where each object comes from ------------------------------------------------------------------
+
+ORIGIN = "config.kubernetes.io/origin"
+
+
+def rendered(repo: Path, path: str) -> list[Manifest]:
+    """`render` as a job runs it: on its own copy of the tree."""
+    return render(WorkTreeSnapshot(repo), Environment(path.replace("/", "-"), "main", path))
+
+
+def sources(manifests: list[Manifest]) -> list[tuple[str, str, str, str | None]]:
+    return [(m.doc["kind"], m.doc["metadata"]["name"], m.source, m.generator) for m in manifests]
+
+
+def test_each_object_names_its_file_in_the_base_an_overlay_reaches(repo: Path) -> None:
+    kustomization = (repo / STAGING).read_text()
+    assert sources(rendered(repo, "envs/staging")) == [
+        ("ConfigMap", "staging-web-config-ttm9hk6mbk", f"{STAGING} (configMapGenerator)", "ConfigMapGenerator"),
+        ("Service", "staging-web", "base/service.yaml", ""),
+        ("Deployment", "staging-web", "base/deployment.yaml", ""),
+    ]
+    assert sources(rendered(repo, "base")) == [("Service", "web", "base/service.yaml", ""),
+                                               ("Deployment", "web", "base/deployment.yaml", "")]
+    assert (repo / STAGING).read_text() == kustomization  # the user's files are never edited
+
+
+@pytest.mark.parametrize("env", ["envs/staging", "envs/production", "base"])
+def test_the_objects_are_exactly_what_kustomize_builds_without_origins(repo: Path, env: str) -> None:
+    manifests = rendered(repo, env)
+    assert [m.doc for m in manifests] == objects(render_kustomize(repo, env))
+    assert all(ORIGIN not in m.doc["metadata"].get("annotations", {}) for m in manifests)
+
+
+def test_generators_in_a_base_and_in_a_plugin_config_name_where_they_are_configured(repo: Path) -> None:
+    write(repo, {"base/kustomization.yaml": "resources: [deployment.yaml]\n"
+                                            "secretGenerator: [{name: creds, literals: [password=hunter2]}]\n"
+                                            "generators: [settings.yaml]\n",
+                 "base/settings.yaml": "apiVersion: builtin\nkind: ConfigMapGenerator\nmetadata: {name: settings}\n"
+                                       "literals: [mode=fast]\n",
+                 "envs/k/Kustomization": "resources: [../../base]\nnamePrefix: k-\n"})
+    assert sources(rendered(repo, "envs/k")) == [
+        ("ConfigMap", "k-settings-t82mkhg8fd", "base/settings.yaml (ConfigMapGenerator settings)",
+         "ConfigMapGenerator"),
+        ("Secret", "k-creds-cf85kd65mm", "base/kustomization.yaml (secretGenerator)", "SecretGenerator"),
+        ("Deployment", "k-web", "base/deployment.yaml", ""),
+    ]
+
+
+@pytest.mark.parametrize("build_metadata", [
+    "buildMetadata: [managedByLabel]\n",
+    "buildMetadata:\n- managedByLabel\n",
+    "BuildMetadata: [managedByLabel, transformerAnnotations]\n",
+    "buildMetadata:\n",
+])
+def test_the_users_build_metadata_stays_as_it_was(repo: Path, build_metadata: str) -> None:
+    write(repo, {"envs/k/Kustomization": "resources: [../../base]\n" + build_metadata})
+    manifests = rendered(repo, "envs/k")
+    assert [m.source for m in manifests] == ["base/service.yaml", "base/deployment.yaml"]
+    assert [m.doc for m in manifests] == objects(render_kustomize(repo, "envs/k"))
+
+
+def test_origin_annotations_the_user_asks_for_stay(repo: Path) -> None:
+    write(repo, {"envs/k/kustomization.yml": "resources: [../../base]\nbuildMetadata: [originAnnotations]\n"})
+    manifests = rendered(repo, "envs/k")
+    assert [m.source for m in manifests] == ["base/service.yaml", "base/deployment.yaml"]
+    assert [m.doc for m in manifests] == objects(render_kustomize(repo, "envs/k"))
+    assert manifests[0].doc["metadata"]["annotations"] == {ORIGIN: "path: ../../base/service.yaml\n"}
+
+
+def test_a_kustomization_that_cannot_be_edited_with_certainty_names_itself(repo: Path) -> None:
+    write(repo, {"envs/k/kustomization.yaml": "--- !!map\nresources: [../../base]\n"})
+    manifests = rendered(repo, "envs/k")
+    assert {m.source for m in manifests} == {"envs/k/kustomization.yaml"}
+    assert [m.doc for m in manifests] == objects(render_kustomize(repo, "envs/k"))
+
+
+@pytest.mark.parametrize("text, edited", [
+    ("resources: [a]\n", 'buildMetadata: ["originAnnotations"]\nresources: [a]\n'),
+    ("", 'buildMetadata: ["originAnnotations"]\n'),
+    ('{"resources": ["a"]}', '{buildMetadata: ["originAnnotations"], "resources": ["a"]}'),
+    ("buildMetadata:\n- managedByLabel\nresources: [a]\n",
+     'buildMetadata: ["managedByLabel", "originAnnotations"]\nresources: [a]\n'),
+    ("buildMetadata: ~\n", 'buildMetadata: ["originAnnotations"]\n'),
+    ("  resources: [a]\n", '  buildMetadata: ["originAnnotations"]\n  resources: [a]\n'),
+    ("resources: [a]\npatches:\n- patch: |+\n    x\n\n",
+     'buildMetadata: ["originAnnotations"]\nresources: [a]\npatches:\n- patch: |+\n    x\n\n'),
+    ("x: &a [managedByLabel]\nbuildMetadata: *a\n", None),
+    ("buildMetadata: managedByLabel\n", None),
+    ("resources: [a]\n---\nresources: [b]\n", None),
+])
+def test_origin_annotations_are_added_only_where_the_edit_means_nothing_else(text: str, edited: str | None) -> None:
+    assert with_origin_annotations(text, "kustomization.yaml") == (edited, False)
+
+
+def test_a_generators_new_name_hash_is_one_change(remote: GitRemote, tmp_path: Path) -> None:
+    files = {f"{repo_path}": textwrap.dedent(text).lstrip() for repo_path, text in TREE.items()}
+    config = {".gitops.yaml": "environments:\n  staging: {branch: main, path: envs/staging}\n"
+                              "  again: {branch: main, path: envs/staging, namespace: other}\n"
+                              "  base: {branch: main, path: base}\n"}
+    base = remote.commit("main", {**files, **config})
+    head = remote.commit("pr", {"envs/staging/app.properties": "color=green\n",
+                                "base/service.yaml": files["base/service.yaml"].replace("80", "81")}, parent=base)
+    mirror = Mirror(tmp_path / "mirror")
+    mirror.ensure(remote.url, [base, head], ["+refs/heads/*:refs/heads/*"])
+    report = diff_snapshots(mirror.snapshot(base), mirror.snapshot(head), config_snapshot=mirror.snapshot(base),
+                            base_sha=base, head_sha=head, branch="main", default_branch="main",
+                            changed=mirror.changed_paths(base, head))
+    staging, again, base_env = report.environments
+    assert staging.error is None, staging.error
+    for env in (staging, again):
+        config_map, deployment, service = env.changes  # the Deployment refers to the ConfigMap's new name
+        assert (config_map.op, config_map.key.name, config_map.renamed_from.name, config_map.source) == (
+            "~", "staging-web-config-km6bf9btt6", "staging-web-config-ttm9hk6mbk", f"{STAGING} (configMapGenerator)")
+        assert "-  name: staging-web-config-ttm9hk6mbk\n+  name: staging-web-config-km6bf9btt6" in config_map.diff
+        assert "-  app.properties: 'color=blue\n" in config_map.diff
+        assert "+  app.properties: 'color=green\n" in config_map.diff
+        assert (deployment.op, deployment.source, deployment.renamed_from) == ("~", "base/deployment.yaml", None)
+        assert "+            name: staging-web-config-km6bf9btt6" in deployment.diff
+        assert (service.op, service.source) == ("~", "base/service.yaml")
+    assert [(c.op, str(c.key), c.source) for c in base_env.changes] == [("~", "Service web", "base/service.yaml")]
+    assert not any(ORIGIN in c.diff for env in report.environments for c in env.changes)

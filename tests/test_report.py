@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from bot.diff import Change, DiffReport, EnvironmentDiff, ObjectKey
-from bot.report import as_json, fence_for, markdown, status_description, text
+from bot.report import as_json, fence_for, markdown, patch, status_description, text
 
 HEAD, BASE = "a" * 40, "b" * 40
 DEPLOY = ObjectKey("apps", "Deployment", "apps", "web")
@@ -147,3 +147,38 @@ def test_a_diff_too_big_for_a_few_comments_is_summed_up_in_one():
     rows = [line for line in summary.splitlines() if line.startswith("| ~ |")]
     assert "obj-01234" in rows[0]  # the largest change first
     assert summary.rstrip().endswith(f"… and {3000 - len(rows):,} more changes.")
+
+
+def renamed_change(kind: str = "ConfigMap") -> Change:
+    old, new = (ObjectKey("", kind, "apps", f"settings-{h}") for h in ("5f8d7c9b2k", "h2g7tk5b9m"))
+    diff = "@@ -1,2 +1,2 @@\n metadata:\n-  name: settings-5f8d7c9b2k\n+  name: settings-h2g7tk5b9m"
+    return Change("~", new, diff, "envs/staging/kustomization.yaml (configMapGenerator)", renamed_from=old)
+
+
+def test_a_generator_rename_is_one_change_in_every_format():
+    r = report(env(renamed_change()))
+    (body,) = markdown(r, "bot")
+    assert "| 0 | 1 | 0 |" in body
+    assert ("<summary><code>~ ConfigMap apps/settings-h2g7tk5b9m</code> <sub>envs/staging/kustomization.yaml "
+            "(configMapGenerator) · renamed by its generator from settings-5f8d7c9b2k</sub></summary>") in body
+    assert ("~ ConfigMap apps/settings-h2g7tk5b9m  (envs/staging/kustomization.yaml (configMapGenerator); "
+            "renamed by its generator from settings-5f8d7c9b2k)") in text(r)
+    assert patch(r).startswith("--- a/staging/core/ConfigMap/apps/settings-5f8d7c9b2k.yaml\n"
+                               "+++ b/staging/core/ConfigMap/apps/settings-h2g7tk5b9m.yaml\n@@ ")
+    (changed,) = json.loads(as_json(r))["environments"][0]["changes"]
+    assert (changed["op"], changed["name"], changed["renamed_from"]) == ("changed", "settings-h2g7tk5b9m",
+                                                                        "settings-5f8d7c9b2k")
+
+
+def test_a_change_without_a_rename_says_none():
+    r = report(env(change("~")))
+    assert json.loads(as_json(r))["environments"][0]["changes"][0]["renamed_from"] is None
+    assert "renamed" not in markdown(r, "bot")[0] + text(r)
+    assert patch(r).startswith("--- a/staging/apps/Deployment/apps/web.yaml\n+++ b/staging/apps/Deployment/apps/web.yaml")
+
+
+def test_the_summary_of_a_huge_diff_names_the_old_name_too():
+    big = change("~", "big", "@@ -1 +1 @@\n" + "\n".join(f"+line {i} " + "x" * 80 for i in range(2_000)))
+    (body,) = markdown(report(env(renamed_change(), *[replace(big, key=replace(big.key, name=f"big-{i}"))
+                                                       for i in range(6)])), "bot", limit=60_000, max_parts=1)
+    assert "`ConfigMap apps/settings-h2g7tk5b9m` (renamed from `settings-5f8d7c9b2k`)" in body
