@@ -187,6 +187,9 @@ class ClusterClient:
 
 def connect(cluster: Cluster) -> ClusterClient:
     """A client for a cluster of the server config: its kubeconfig and context, or the pod's service account."""
+    if cluster.kubeconfig and not Path(cluster.kubeconfig).expanduser().is_file():
+        raise ClusterError(f"cluster {cluster.name!r}: its kubeconfig {cluster.kubeconfig} does not exist on this "
+                           "machine (the server config names it)")
     try:
         if cluster.in_cluster:
             configuration = kubernetes.client.Configuration()
@@ -197,5 +200,6 @@ def connect(cluster: Cluster) -> ClusterClient:
             api = kubernetes.config.new_client_from_config(config_file=cluster.kubeconfig, context=cluster.context,
                                                            persist_config=False)
     except (ConfigException, OSError, ValueError) as err:
-        raise ClusterError(f"cluster {cluster.name!r}: cannot load its credentials: {err}") from None
+        where = " (in_cluster: this process does not run in a Kubernetes pod)" if cluster.in_cluster else ""
+        raise ClusterError(f"cluster {cluster.name!r}: cannot load its credentials{where}: {err}") from None
     return ClusterClient(api, cluster.name)

@@ -663,3 +663,17 @@ def test_by_hand_the_forge_repository_comes_from_the_origin_remote(tmp_path, ori
     repo.create_remote("origin", origin)
     found = cli._forge_repo(repo, None, None, "https://code.example.com")
     assert (found.forge, found.full_name) == (forge, name)
+
+
+def test_a_cluster_whose_kubeconfig_is_missing_says_which_file(tmp_path):
+    from bot.cluster import ClusterError, connect
+    from bot.config import Cluster
+
+    missing = tmp_path / "staging.kubeconfig"
+    with pytest.raises(ClusterError) as err:
+        connect(Cluster("staging", str(missing), "staging", repos=("*",)))
+    assert str(err.value) == (f"cluster 'staging': its kubeconfig {missing} does not exist on this machine "
+                              "(the server config names it)")
+    with pytest.raises(ClusterError) as err:
+        connect(Cluster("production", None, None, in_cluster=True, repos=("*",)))
+    assert "in_cluster: this process does not run in a Kubernetes pod" in str(err.value)
