@@ -488,7 +488,7 @@ PAGE = """<!doctype html>
 {% if deploys %}<table id="deploys">
 <tr><th>When</th><th>Environment</th><th>Commit</th><th>By</th><th>Result</th><th>Created / changed / deleted / unchanged</th><th>Took</th></tr>
 {% for d in deploys[:20] %}<tr><td>{{ when(d.started) }}</td><td>{{ d.environment }}</td><td>{{ sha(d.forge, d.repo, d.sha) }}</td>
-<td>{{ d.actor or "" }}</td><td class="{{ 'ok' if d.result == 'success' else 'bad' }}">{{ d.result }}{% if d.error %}: {{ d.error }}{% endif %}</td>
+<td>{{ d.actor or "" }}</td><td class="{{ 'ok' if d.result == 'success' else 'bad' }}">{% if d.heal %}drift re-applied: {% endif %}{{ d.result }}{% if d.error %}: {{ d.error }}{% endif %}</td>
 <td>{{ d.created }} / {{ d.changed }} / {{ d.deleted }} / {{ d.unchanged }}</td><td>{{ '%.1f' | format(d.duration or 0) }} s</td></tr>{% endfor %}
 </table>{% else %}<p class="muted">No deploys yet.</p>{% endif %}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bot.dashboard import Links, reconcile_words, summarize
-from bot.environments import EnvRef, Environments, Sync
+from bot.environments import EnvRef, Environments, Record, Sync
 from bot.forges.github import signature, web_url
 from bot.queue import RECENT_REFUSALS
 from tests.conftest import payload
@@ -138,6 +138,19 @@ def chromium_dom(url: str, tmp_path: Path) -> str:
 
 
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="Chromium is not installed (.ci/run installs it)")
+def test_a_heal_of_the_drift_is_listed_among_the_deploys_as_such(deployed, redis):
+    bot, sha = deployed
+    envs = Environments(redis, "gitops-bot")
+    lease = envs.acquire(EnvRef("github", REPO, "staging"), sha, "heal-job")
+    assert envs.record_heal(lease, Record(sha, "gitops-bot", time.time(), "success", 0.2, changed=1, heal=True))
+    lease.release()
+    page = urllib.request.urlopen(f"{bot.url}/?token={DASHBOARD_TOKEN}").read().decode()
+    deploys = page.split('id="deploys"', 1)[1].split("</table>", 1)[0]
+    assert deploys.count("<tr>") == 3  # the header, the heal, the deploy
+    assert '<td>gitops-bot</td><td class="ok">drift re-applied: success</td>' in deploys
+    assert "<td>0 / 1 / 0 / 0</td>" in deploys
+
+
 def test_the_page_in_a_real_browser(deployed, tmp_path):
     bot, sha = deployed
     dom = chromium_dom(f"{bot.url}/?token={DASHBOARD_TOKEN}", tmp_path)
