@@ -473,18 +473,22 @@ def request_origins(root: Path, paths: RepoPaths, path: str) -> Origins:
         text = paths.read(name, MAX_KUSTOMIZATION_BYTES).decode("utf-8")
     except (RenderError, UnicodeDecodeError):
         return origins
-    edited, asked = with_origin_annotations(text, name)
+    edited, _ = with_origin_annotations(text, name)  # where it asks for them itself, they stay
     if edited is None:
         return origins
     target = root / name
     try:
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".gitops-bot-")
+    except OSError:
+        return origins
+    try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(edited)
         os.replace(temporary, target)  # a build of another directory may read it meanwhile: all at once
     except OSError:
+        Path(temporary).unlink(missing_ok=True)
         return origins
-    return Origins(directory, name, added=not asked)
+    return Origins(directory, name, added=True)
 
 
 def with_origin_annotations(text: str, name: str) -> tuple[str | None, bool]:
