@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from kubernetes.dynamic.resource import Resource
 
@@ -19,6 +19,9 @@ from bot.gitrepo import Snapshot
 from bot.health import failed, waiting_for
 from bot.render import Manifest, render
 from bot.renderers.errors import RenderError
+
+if TYPE_CHECKING:
+    from bot.render_cache import RenderCache
 
 INVENTORY_LABEL = "gitops-bot.io/inventory"
 """On everything applied: a short hash of the inventory identity, so one LIST per kind finds it all."""
@@ -345,15 +348,18 @@ def execute(plan_: Plan, cluster: ClusterClient, options: Options = Options(),
 def run(snapshot: Snapshot, env: Environment, cluster: Cluster, inventory: Inventory, *,
         known_kinds: Iterable[str] = (), options: Options = Options(),
         on_plan: Callable[[Plan], None] | None = None, check: Check = lambda: None,
-        after: Callable[[ClusterClient, list[Manifest]], None] | None = None) -> Result:
+        after: Callable[[ClusterClient, list[Manifest]], None] | None = None,
+        cache: RenderCache | None = None) -> Result:
     """Render, plan and execute one environment's deploy. Every failure becomes a result with a reason.
 
     `on_plan` runs before anything is applied: the place to record the kinds a later prune needs.
-    `after` runs once a deploy (not a dry run) succeeded, with the cluster and the render.
+    `after` runs once a deploy (not a dry run) succeeded, with the cluster and the render. `cache`
+    keeps and reuses renders of commits (`bot.render_cache`).
     """
     started = time.monotonic()
     try:
-        manifests = render(snapshot, env, timeout=options.render_timeout, sandbox=options.render_sandbox)
+        manifests = render(snapshot, env, timeout=options.render_timeout, sandbox=options.render_sandbox,
+                           cache=cache)
         with connect(cluster) as client:
             plan_ = prepare(client, manifests, env, inventory, known_kinds, cluster.namespaces)
             if on_plan:

@@ -81,6 +81,9 @@ class Snapshot(Protocol):
         except FileNotFoundError:
             return None
 
+    def tree_id(self) -> str | None:
+        """The id of the snapshot's tree in git, which names its content; None for a working tree."""
+
     def export_tree(self, dest: Path) -> "ExportedTree":
         """Write the whole tree below `dest` for renderers that need files on disk; a symlink or
         path that leaves the repository is left out, and listed."""
@@ -328,6 +331,7 @@ class CommitSnapshot(Snapshot):
 
     def __init__(self, mirror: Mirror, sha: str):
         self.mirror, self.sha, self.label = mirror, sha, sha[:7]
+        self._tree: str | None = None
         self._listed: dict[str, dict[str, Entry]] = {}
         self._looked_up: dict[str, Entry | None] = {}
         self._symlinks: dict[str, list[str]] = {}
@@ -377,6 +381,11 @@ class CommitSnapshot(Snapshot):
             if path not in entries:
                 raise FileNotFoundError(path)
         return dict(zip(paths, self.mirror.read_blobs([(p, entries[p].blob) for p in paths], max_bytes)))
+
+    def tree_id(self) -> str:
+        if self._tree is None:
+            self._tree = self.mirror.repo.git.rev_parse(f"{self.sha}^{{tree}}")
+        return self._tree
 
     def export_tree(self, dest: Path) -> ExportedTree:
         """The commit's tree, streamed from `git archive` and written one member at a time, so that

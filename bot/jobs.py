@@ -143,7 +143,8 @@ def build_report(rt: runtime.Runtime, pr: PullRequest, fetched: Fetched, forge: 
         base, head, config_snapshot=config, base_sha=base_sha, head_sha=pr.head_sha,
         branch=pr.base_ref, default_branch=fetched.default_branch,
         changed=changed, server_rules=rt.server.ignore,
-        clusters=set(rt.server.clusters), timeout=rt.server.render_timeout, sandbox=rt.server.render_sandbox)
+        clusters=set(rt.server.clusters), timeout=rt.server.render_timeout, sandbox=rt.server.render_sandbox,
+        cache=rt.render_cache)
     report = governance.review(report, server=rt.server, repo=pr.repo.full_name, base=config, head=head,
                                changed=changed, branch=pr.base_ref, default_branch=fetched.default_branch)
     if forge is None:
@@ -366,6 +367,7 @@ def _apply_commit(rt: runtime.Runtime, state: Environments, lease: Lease, target
     try:
         result = deploy.run(
             mirror.snapshot(target.sha), target.env, cluster, inventory, known_kinds=state.applied_kinds(ref),
+            cache=rt.render_cache,
             options=deploy.Options(rt.server.rollout_timeout, rt.server.render_timeout,
                                    render_sandbox=rt.server.render_sandbox),
             on_plan=on_plan, check=lease.problem, after=after)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from bot.config import (ConfigError, Environment, IgnoreRule, REPO_CONFIG_FILE, RepoConfig,
                         parse_repo_config)
@@ -14,6 +14,9 @@ from bot.gitrepo import Snapshot, under
 from bot.render import Manifest, Workspace, kind_of, render, render_concurrency, render_inputs
 from bot.renderers.errors import RenderError
 from bot.yamlio import DEFAULT_LIMITS, Limits
+
+if TYPE_CHECKING:
+    from bot.render_cache import RenderCache
 
 
 def read_repo_config(snapshot: Snapshot, default_branch: str, clusters: set[str] | None = None) -> RepoConfig:
@@ -26,7 +29,8 @@ def read_repo_config(snapshot: Snapshot, default_branch: str, clusters: set[str]
 
 def diff_environments(base: Snapshot, head: Snapshot, envs: Iterable[Environment], *, changed: set[str] | None,
                       rules: Iterable[IgnoreRule] = (), limits: Limits = DEFAULT_LIMITS, timeout: float = 60.0,
-                      sandbox: bool = True, concurrency: int | None = None) -> list[EnvironmentDiff]:
+                      sandbox: bool = True, concurrency: int | None = None,
+                      cache: RenderCache | None = None) -> list[EnvironmentDiff]:
     """Each environment's diff, in the order of `envs`, the same as if they ran one after another.
 
     With `changed` (the paths changed between the two snapshots), an environment whose inputs were
@@ -44,7 +48,7 @@ def diff_environments(base: Snapshot, head: Snapshot, envs: Iterable[Environment
                 return env, plan, ()
             result, only = plan
             return env, result, tuple(pool.submit(_render_side, snapshot, env, only, limits, timeout, sandbox,
-                                                  workspace) for snapshot in (base, head))
+                                                  workspace, cache) for snapshot in (base, head))
 
         results: list[EnvironmentDiff] = []
         window: deque[_Pending] = deque()
@@ -124,10 +128,10 @@ def touches(changed: set[str], inputs: set[str]) -> bool:
 
 
 def _render_side(snapshot: Snapshot, env: Environment, only: set[str] | None, limits: Limits,
-                 timeout: float, sandbox: bool, workspace: Workspace) -> list[Manifest]:
+                 timeout: float, sandbox: bool, workspace: Workspace, cache: RenderCache | None) -> list[Manifest]:
     try:
         return render(snapshot, env, only=only, limits=limits, timeout=timeout, sandbox=sandbox,
-                      workspace=workspace)
+                      workspace=workspace, cache=cache)
     except RenderError as err:
         raise RenderError(f"at {snapshot.label}: {err.message}", err.file) from None
 
@@ -136,7 +140,8 @@ def diff_snapshots(base: Snapshot, head: Snapshot, *, config_snapshot: Snapshot,
                    branch: str | None, default_branch: str, changed: set[str] | None,
                    env_name: str | None = None, server_rules: Iterable[IgnoreRule] = (),
                    clusters: set[str] | None = None, timeout: float = 60.0,
-                   sandbox: bool = True, concurrency: int | None = None) -> DiffReport:
+                   sandbox: bool = True, concurrency: int | None = None,
+                   cache: RenderCache | None = None) -> DiffReport:
     """The whole report. The repo config comes from `config_snapshot` (a PR's base, never its head).
     Environments render `concurrency` at a time (see diff_environments)."""
     try:
@@ -156,4 +161,4 @@ def diff_snapshots(base: Snapshot, head: Snapshot, *, config_snapshot: Snapshot,
     rules = (*server_rules, *config.ignore)
     return DiffReport(base_sha, head_sha, tuple(diff_environments(
         base, head, envs, changed=changed, rules=rules, timeout=timeout, sandbox=sandbox,
-        concurrency=concurrency)))
+        concurrency=concurrency, cache=cache)))

@@ -307,7 +307,8 @@ def _environment(rt: Runtime, pr: PullRequest, env_diff: EnvironmentDiff, env: E
     inventory = deploy.Inventory.of(rt.settings.name, ref.forge, ref.repo, ref.name)
     changed_in_git = [c.key for c in env_diff.changes if c.op != "-"]
     try:
-        manifests = render(head, env, timeout=rt.server.render_timeout, sandbox=rt.server.render_sandbox)
+        manifests = render(head, env, timeout=rt.server.render_timeout, sandbox=rt.server.render_sandbox,
+                           cache=rt.render_cache)
         with connect(cluster) as client:
             seen = deploy.observe(client, manifests, env, inventory,
                                   Environments(rt.store.redis, rt.settings.name).applied_kinds(ref),

@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from bot.config import Environment
 from bot.gitrepo import ExportedTree, RepoPaths, Snapshot, WorkTreeSnapshot, join, under
@@ -20,6 +20,9 @@ from bot.renderers.errors import RenderError
 from bot.renderers.kustomize import (KUSTOMIZATION_FILES, Origins, kustomization_inputs, request_origins,
                                      take_origin)
 from bot.yamlio import DEFAULT_LIMITS, Limits, parse_documents
+
+if TYPE_CHECKING:
+    from bot.render_cache import RenderCache
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_CONCURRENT_RENDERS = 8
@@ -79,17 +82,32 @@ def is_manifest_file(path: str, root: str = ".") -> bool:
 
 def render(snapshot: Snapshot, env: Environment, *, only: set[str] | None = None,
            limits: Limits = DEFAULT_LIMITS, timeout: float = 60.0, sandbox: bool = True,
-           workspace: Workspace | None = None) -> list[Manifest]:
+           workspace: Workspace | None = None, cache: RenderCache | None = None) -> list[Manifest]:
     """Render `env` at `snapshot`. For a plain tree, `only` limits parsing to those files.
 
     Kustomize and Helm run for at most `timeout` seconds each and, with `sandbox`, in the
     renderer box (bot/renderers/sandbox.py) or not at all; their output is refused past
     `limits.max_file_bytes`. They read the snapshot's tree as `workspace` exported it (shared with
-    the job's other renders of that snapshot), or as exported for this render alone.
+    the job's other renders of that snapshot), or as exported for this render alone. With `cache`,
+    a commit's Kustomize or Helm render is kept, and taken from there the next time
+    (`bot.render_cache`).
     """
     kind = kind_of(snapshot, env)
     if kind == "plain":
         return render_plain(snapshot, env.path, only=only, limits=limits)
+    tree = snapshot.tree_id() if cache is not None else None
+    key = cache.key(tree, kind, env, limits.max_file_bytes) if cache is not None and tree else None
+    if key and (kept := cache.get(key)) is not None:  # type: ignore[union-attr]
+        return kept
+    manifests = _render_with(kind, snapshot, env, limits, timeout, sandbox, workspace)
+    if key:
+        cache.put(key, manifests)  # type: ignore[union-attr]
+    return manifests
+
+
+def _render_with(kind: str, snapshot: Snapshot, env: Environment, limits: Limits, timeout: float, sandbox: bool,
+                 workspace: Workspace | None) -> list[Manifest]:
+    """Run Kustomize or Helm on the snapshot's exported tree."""
     reads = render_inputs(snapshot, env)  # what the renderer reads must stay in the repository
     with contextlib.nullcontext(workspace) if workspace else Workspace() as space:
         tree = space.tree(snapshot)

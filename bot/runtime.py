@@ -14,6 +14,7 @@ from bot.forges import make_forge
 from bot.forges.base import Forge
 from bot.gitrepo import Mirrors
 from bot.queue import Store
+from bot.render_cache import RenderCache
 from bot.settings import Settings
 
 
@@ -46,6 +47,10 @@ class Runtime:
     @cached_property
     def mirrors(self) -> Mirrors:
         return Mirrors(self.settings.data_dir, self.server.fetch_timeout)
+
+    @cached_property
+    def render_cache(self) -> RenderCache:
+        return RenderCache(self.settings.data_dir / "renders")
 
 
 _current: Runtime | None = None

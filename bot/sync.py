@@ -88,7 +88,7 @@ def _check(rt: runtime.Runtime, envs: Environments, ref: EnvRef, repo: Repo, env
         forge = rt.forge(repo.forge)
         mirror.ensure(forge.clone_url(repo, allow_local=rt.server.allow_local_urls), [sha], [])
         manifests = render(mirror.snapshot(sha), env, timeout=rt.server.render_timeout,
-                           sandbox=rt.server.render_sandbox)
+                           sandbox=rt.server.render_sandbox, cache=rt.render_cache)
         with connect(cluster) as client:  # type: ignore[arg-type]
             def look() -> drift.Report:
                 return drift.check(client, manifests, env, inventory, envs.applied_kinds(ref),
