@@ -276,6 +276,14 @@ class Environments:
     def sync(self, env: EnvRef) -> Sync | None:
         return Sync.from_json(self.redis.get(self.key(env, "sync")))
 
+    def syncs(self, envs: list[EnvRef]) -> dict[EnvRef, Sync]:
+        """The last check of each of `envs` that has one, in one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for env in envs:
+                pipe.get(self.key(env, "sync"))
+            found = zip(envs, pipe.execute())
+        return {env: sync for env, raw in found if (sync := Sync.from_json(raw)) is not None}
+
     def record_sync(self, env: EnvRef, sync: Sync) -> Sync | None:
         """Keep the newest check of `env`; returns the one it replaces."""
         with self.redis.pipeline() as pipe:

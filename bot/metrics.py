@@ -77,11 +77,8 @@ ENV_LABELS = ["forge", "repo", "environment"]
 class FleetCollector(Collector):
     """Reads FleetMetrics, queue depths and environments' sync checks from Redis when Prometheus scrapes."""
 
-    def __init__(self, metrics: FleetMetrics, queues: list, environments: Environments | None = None):
-        self.metrics, self.queues = metrics, queues
-        # The environments' keys share the metrics' instance prefix (`gitops-bot:<instance>`).
-        instance = metrics.key.removeprefix("gitops-bot:").removesuffix(":metrics")
-        self.environments = environments or Environments(metrics.redis, instance)
+    def __init__(self, metrics: FleetMetrics, queues: list, environments: Environments):
+        self.metrics, self.queues, self.environments = metrics, queues, environments
 
     def _hash(self, metric: str) -> dict[tuple[str, ...], float]:
         raw = self.metrics.redis.hgetall(f"{self.metrics.key}:{metric}")
@@ -145,12 +142,7 @@ class FleetCollector(Collector):
         yield from (in_sync, drifted, failed, checked, objects)
 
     def _last_checks(self) -> list[tuple[EnvRef, Sync]]:
-        refs = self.environments.known()
-        pipe = self.environments.redis.pipeline(transaction=False)
-        for ref in refs:
-            pipe.get(self.environments.key(ref, "sync"))
-        checks = [(ref, Sync.from_json(raw)) for ref, raw in zip(refs, pipe.execute())]
-        return [(ref, sync) for ref, sync in checks if sync is not None]
+        return list(self.environments.syncs(self.environments.known()).items())
 
     @staticmethod
     def _counter(name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]):

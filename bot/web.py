@@ -45,7 +45,8 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
         connection = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     store = Store(connection, settings.name)
     forge_web_urls = web_urls(settings)
-    fleet = FleetCollector(FleetMetrics(connection, store.prefix), store.queues())
+    envs = Environments(connection, settings.name)
+    fleet = FleetCollector(FleetMetrics(connection, store.prefix), store.queues(), envs)
 
     app = Flask(__name__)
     # One byte over: a chunked body has no length to refuse up front, and werkzeug cuts it off
@@ -173,7 +174,6 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
 
     if not settings.dashboard_token:
         log.warning("GITOPS_BOT_DASHBOARD_TOKEN is not set: the dashboard and /api answer this machine only")
-    envs = Environments(connection, settings.name)
     links = dashboard.Links(forge_web_urls)
     app.register_blueprint(dashboard.blueprint(store, settings.dashboard_token, lambda: dashboard.environment_rows(
         envs, lambda ref, sha: links.commit(ref.forge, ref.repo, sha)), links))
