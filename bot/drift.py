@@ -43,6 +43,9 @@ class Drifted:
     api_version: str = ""
     body: dict[str, Any] | None = None
     """What to apply to heal it; None for an `extra` object."""
+    refused: str | None = None
+    """Why the API server refused the dry run of its apply, if it did: then `change` is the live
+    object against the commit's, as the server's answer could not tell more."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,12 @@ def compare(cluster: ClusterClient, seen: Observed) -> Report:
                                        api_version=body["apiVersion"], body=body))
                 continue  # someone deleted it, or took away its inventory label: a GET tells apart
         judged.append((key, live))
-        found = check_object(cluster, key, body, live)
+        try:
+            found = check_object(cluster, key, body, live)
+        except ClusterError as err:
+            if err.temporary or err.status is None or not 400 <= err.status < 500:
+                raise
+            found = _refused(key, body, live, str(err))
         dry_runs += found is not SAME_LOCALLY
         if isinstance(found, Drifted):
             drifted.append(found)
@@ -128,6 +136,17 @@ def check_object(cluster: ClusterClient, key: ObjectKey, body: dict[str, Any], l
                       | {m for p in paths for m in holders(live, p, FIELD_MANAGER)})
     return Drifted(key, "changed", Change("~", key, unified(before_shown, after_shown, key), ""),
                    tuple(fields[:20]), tuple(managers), body["apiVersion"], body)
+
+
+def _refused(key: ObjectKey, body: dict[str, Any], live: dict[str, Any], reason: str) -> Drifted:
+    """An object that differs from the commit by local comparison, whose apply the API server refuses."""
+    held = unowned(body, live, FIELD_MANAGER)
+    paths = [*differences(as_applied(body), live), *held]
+    return Drifted(key, "changed", Change("~", key, unified(_shown(live, key), _shown(as_applied(body), key), key), ""),
+                   tuple(dict.fromkeys(path_text(p) or "(every field)" for p in paths))[:20],
+                   tuple(sorted({m for names in held.values() for m in names}
+                                | {m for p in paths for m in holders(live, p, FIELD_MANAGER)})),
+                   body["apiVersion"], body, refused=reason)
 
 
 def _shown(obj: dict[str, Any], key: ObjectKey) -> dict[str, Any]:

@@ -26,6 +26,8 @@ def why(d: Drifted) -> str:
         text += ": " + ", ".join(d.fields[:5]) + (f" and {len(d.fields) - 5} more" if len(d.fields) > 5 else "")
     if d.managers:
         text += f" (now held by {', '.join(d.managers)})"
+    if d.refused:
+        text += f"; the API server refuses to apply it back: {d.refused}"
     return text
 
 
@@ -73,5 +75,5 @@ def as_json(report: Report, environment: str, sha: str) -> str:
         "unhealthy": [{"object": str(k), "health": h.state, "message": h.message} for k, h in report.unhealthy],
         "drifted": [{"what": d.what, "group": d.key.group, "kind": d.key.kind, "namespace": d.key.namespace,
                      "name": d.key.name, "fields": list(d.fields), "managers": list(d.managers),
-                     "diff": d.change.diff} for d in report.drifted],
+                     "refused": d.refused, "diff": d.change.diff} for d in report.drifted],
     }, indent=2) + "\n"

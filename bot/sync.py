@@ -27,6 +27,9 @@ from bot.renderers.errors import RenderError
 
 log = logging.getLogger("gitops_bot.sync")
 
+HEAL_BACKOFF = 3600.0
+"""Seconds after a failed heal of a commit before its drift is re-applied again."""
+
 
 @dataclass(frozen=True)
 class Checked:
@@ -94,7 +97,7 @@ def _check(rt: runtime.Runtime, envs: Environments, ref: EnvRef, repo: Repo, env
                 return drift.check(client, manifests, env, inventory, envs.applied_kinds(ref),
                                    cluster.namespaces)  # type: ignore[union-attr]
             report = look()
-            if report.in_sync or not heal:
+            if report.in_sync or not heal or not _worth_healing(envs, ref, report, env, sha):
                 return Checked(report.sync(sha), report)
             healed = _heal(rt, envs, ref, client, report, env, sha)
             if healed is None or healed.error:
@@ -104,6 +107,16 @@ def _check(rt: runtime.Runtime, envs: Environments, ref: EnvRef, repo: Repo, env
     except (GitError, RenderError, ClusterError, deploy.DeployError) as err:
         what = "render failed: " if isinstance(err, RenderError) else ""
         return Checked(Sync(sha, time.time(), "error", error=f"{what}{err}"))
+
+
+def _worth_healing(envs: Environments, ref: EnvRef, report: drift.Report, env: Environment, sha: str) -> bool:
+    """Whether a heal would do anything (objects no longer rendered stay without `prune: true`), and
+    has not just failed: a heal of the same commit that failed within `HEAL_BACKOFF` is not tried
+    again, so the history does not fill with the same failure every reconcile."""
+    if not drift.healing(report, env).actions:
+        return False
+    last = next(iter(envs.history(ref, 1)), None)
+    return not (last and last.heal and not last.ok and last.sha == sha and time.time() - last.started < HEAL_BACKOFF)
 
 
 def _heal(rt: runtime.Runtime, envs: Environments, ref: EnvRef, client: ClusterClient, report: drift.Report,

@@ -140,3 +140,29 @@ def test_gitlab_shows_drift_as_a_commit_status_too(tmp_path, remote, redis_serve
         assert bot.failed_jobs() == []
     finally:
         bot.stop()
+
+
+def test_heal_leaves_what_it_cannot_heal_and_does_not_repeat_a_failure(tmp_path, remote, redis_server, redis, kube,
+                                                                        github):
+    files = {**FILES, ".gitops.yaml": FILES[".gitops.yaml"].replace("prune: true", "prune: false, drift: heal")}
+    bot, sha = deployed_bot(tmp_path, remote, redis_server, kube, github, files)
+    envs, ref = Environments(redis, "gitops-bot"), EnvRef("github", REPO, "staging")
+    try:
+        leftover = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": "old", "namespace": NS, "labels": {"gitops-bot.io/inventory": kube.get(
+                "", "ConfigMap", NS, "settings")["metadata"]["labels"]["gitops-bot.io/inventory"]},
+            "annotations": {"gitops-bot.io/inventory-id": f"gitops-bot:github:{REPO}:staging"}}}
+        (tmp_path / "old.json").write_text(json.dumps(leftover))
+        kubectl(kube, tmp_path, "apply", "--server-side", "--field-manager=someone", "-f", str(tmp_path / "old.json"))
+        reconcile(bot)
+        assert envs.sync(ref).state == "drifted" and envs.history(ref)[0].heal is False  # prune is off: nothing to do
+
+        kubectl(kube, tmp_path, "patch", "configmap", "settings", "--type=merge", "-p", '{"data": {"mode": "slow"}}')
+        kube.inject("PATCH", r"/configmaps/settings$", 422, times=1_000)
+        reconcile(bot)
+        reconcile(bot)
+        heals = [r for r in envs.history(ref) if r.heal]
+        assert len(heals) == 1 and heals[0].result == "failure"  # tried once, not on every run
+        assert bot.failed_jobs() == []
+    finally:
+        bot.stop()
