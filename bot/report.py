@@ -150,15 +150,7 @@ def _env_header(env: EnvironmentDiff, continued: bool = False, budget: int = MES
 
 
 def _warnings(warnings: tuple[str, ...], budget: int) -> list[str]:
-    lines: list[str] = []
-    used = 0
-    for index, warning in enumerate(warnings):
-        line = f"> ⚠️ {clip(warning, min(budget, MESSAGE_CHARS))}"
-        if used + len(line) > budget:
-            return lines + ["", f"> ⚠️ … and {len(warnings) - index} more warnings"]
-        lines += ["", line]
-        used += len(line) + 2
-    return lines
+    return _listed([f"⚠️ {clip(w, min(budget, MESSAGE_CHARS))}" for w in warnings], budget, "⚠️ … and {} more warnings")
 
 
 def renamed(change: Change) -> str:
@@ -253,14 +245,14 @@ def _live_header(plan: LivePlan, head: str, budget: int = MESSAGE_CHARS) -> str:
     return "\n".join(lines + _listed(items, budget))
 
 
-def _listed(items: list[str], budget: int) -> list[str]:
+def _listed(items: list[str], budget: int, more: str = "… and {} more") -> list[str]:
     """Quoted lines in about `budget` characters, saying how many more there are."""
     lines: list[str] = []
     used = 0
     for index, item in enumerate(items):
         line = f"> {item}"
         if used + len(line) > budget:
-            return lines + ["", f"> … and {len(items) - index} more"]
+            return lines + ["", f"> {more.format(len(items) - index)}"]
         lines += ["", line]
         used += len(line) + 2
     return lines
