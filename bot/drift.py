@@ -131,22 +131,24 @@ def check_object(cluster: ClusterClient, key: ObjectKey, body: dict[str, Any], l
     paths = list(_changed_paths(before_shown, after_shown))
     if not paths and not held:
         return None
-    fields = [path_text(p) for p in paths] or [path_text(p) or "(every field)" for p in held]
-    managers = sorted({m for names in held.values() for m in names}
-                      | {m for p in paths for m in holders(live, p, FIELD_MANAGER)})
     return Drifted(key, "changed", Change("~", key, unified(before_shown, after_shown, key), ""),
-                   tuple(fields[:20]), tuple(managers), body["apiVersion"], body)
+                   *_named(live, paths or list(held), held), body["apiVersion"], body)
 
 
 def _refused(key: ObjectKey, body: dict[str, Any], live: dict[str, Any], reason: str) -> Drifted:
     """An object that differs from the commit by local comparison, whose apply the API server refuses."""
     held = unowned(body, live, FIELD_MANAGER)
-    paths = [*differences(as_applied(body), live), *held]
     return Drifted(key, "changed", Change("~", key, unified(_shown(live, key), _shown(as_applied(body), key), key), ""),
-                   tuple(dict.fromkeys(path_text(p) or "(every field)" for p in paths))[:20],
-                   tuple(sorted({m for names in held.values() for m in names}
-                                | {m for p in paths for m in holders(live, p, FIELD_MANAGER)})),
-                   body["apiVersion"], body, refused=reason)
+                   *_named(live, [*differences(as_applied(body), live), *held], held), body["apiVersion"], body,
+                   refused=reason)
+
+
+def _named(live: dict[str, Any], paths: list[Path],
+           held: dict[Path, tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The drifted fields as text (at most 20), and the managers that hold them now."""
+    managers = {m for names in held.values() for m in names}
+    managers |= {m for p in paths for m in holders(live, p, FIELD_MANAGER)}
+    return tuple(dict.fromkeys(path_text(p) or "(every field)" for p in paths))[:20], tuple(sorted(managers))
 
 
 def _shown(obj: dict[str, Any], key: ObjectKey) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import html
 import json
 
 from bot.drift import Drifted, Report
-from bot.report import COLOURS, clip, code, fenced, short
+from bot.report import COLOURS, clip, code, details, short
 
 WHAT = {"missing": "missing from the cluster", "changed": "changed in the cluster",
         "extra": "in the cluster, no longer rendered"}
@@ -55,9 +55,8 @@ def text(report: Report, environment: str, sha: str, colour: bool = False) -> st
 
 
 def markdown_block(d: Drifted) -> str:
-    summary = (f"<details><summary><code>{OPS[d.what]} {html.escape(clip(str(d.key)))}</code> "
-               f"{html.escape(clip(why(d)))}</summary>")
-    return f"{summary}\n\n{fenced(d.change.diff, 'diff')}\n\n</details>"
+    return details(f"<code>{OPS[d.what]} {html.escape(clip(str(d.key)))}</code> {html.escape(clip(why(d)))}",
+                   d.change.diff)
 
 
 def markdown(report: Report, environment: str, sha: str) -> str:

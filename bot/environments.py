@@ -284,13 +284,12 @@ class Environments:
             found = zip(envs, pipe.execute())
         return {env: sync for env, raw in found if (sync := Sync.from_json(raw)) is not None}
 
-    def record_sync(self, env: EnvRef, sync: Sync) -> Sync | None:
-        """Keep the newest check of `env`; returns the one it replaces."""
+    def record_sync(self, env: EnvRef, sync: Sync) -> None:
+        """Keep the newest check of `env`."""
         with self.redis.pipeline() as pipe:
-            pipe.getset(self.key(env, "sync"), _dump(sync))
+            pipe.set(self.key(env, "sync"), _dump(sync))
             pipe.sadd(self._known_key, _dump(env))
-            previous, _ = pipe.execute()
-        return Sync.from_json(previous)
+            pipe.execute()
 
     def sync_news(self, env: EnvRef, sync: Sync) -> bool:
         """Whether the forge has not been told of this state yet (a new commit, state, count or error):

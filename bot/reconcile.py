@@ -22,8 +22,8 @@ from bot.events import PullRequestEvent, Repo
 from bot.forges.base import Forge
 from bot.gitrepo import GitError
 from bot.intake import deploy_job, diff_job, sync_job
-from bot.pipeline import read_repo_config
 from bot.queue import Store
+from bot.sync import governing_config
 
 log = logging.getLogger("gitops_bot.reconcile")
 
@@ -73,9 +73,7 @@ def _missing_deploys(rt: runtime.Runtime, forge: Forge, repo: Repo, url: str, fi
     mirror = rt.mirrors.get(repo.forge, repo.full_name)
     default = forge.default_branch(repo.full_name)  # as the forge names it now, not as a payload once did
     try:  # what deploys where, as a deploy reads it: from the default branch
-        mirror.ensure(url, [], [f"+refs/heads/{default}:refs/heads/{default}"], refresh=True)
-        config = read_repo_config(mirror.snapshot(mirror.resolve(f"refs/heads/{default}")), default,
-                                  set(rt.server.clusters))
+        config = governing_config(rt, mirror, url, default)
     except (GitError, ConfigError) as err:
         findings.errors.append(f"{repo.full_name} {default}: {err}")
         return

@@ -162,12 +162,16 @@ def renamed(change: Change) -> str:
 def _details(change: Change, max_chars: int | None = None) -> str:
     note = renamed(change)
     note = f" · {html.escape(clip(note))}" if note else ""
-    summary_line = (f"<details><summary><code>{change.op} {html.escape(clip(str(change.key)))}</code>"
-                    f" <sub>{html.escape(clip(change.source))}{note}</sub></summary>")
-    body = change.diff
+    return details(f"<code>{change.op} {html.escape(clip(str(change.key)))}</code>"
+                   f" <sub>{html.escape(clip(change.source))}{note}</sub>", change.diff, max_chars)
+
+
+def details(summary: str, diff: str, max_chars: int | None = None) -> str:
+    """A `<details>` block: its summary line (HTML), then the diff fenced, cut to about `max_chars`."""
+    summary_line = f"<details><summary>{summary}</summary>"
     if max_chars is not None:
-        body = _truncate(body, max_chars - len(summary_line) - 200)
-    return f"{summary_line}\n\n{fenced(body, 'diff')}\n\n</details>"
+        diff = _truncate(diff, max_chars - len(summary_line) - 200)
+    return f"{summary_line}\n\n{fenced(diff, 'diff')}\n\n</details>"
 
 
 def _truncate(text: str, budget: int) -> str:
@@ -260,12 +264,8 @@ def _listed(items: list[str], budget: int, more: str = "… and {} more") -> lis
 
 def _live_details(word: str, change: Change, note: str, max_chars: int | None = None) -> str:
     extra = f" · {note}" if note else ""
-    summary_line = (f"<details><summary><code>{LIVE_OPS[word]} {html.escape(clip(str(change.key)))}</code>"
-                    f" <sub>{html.escape(word + clip(extra))}</sub></summary>")
-    body = change.diff
-    if max_chars is not None:
-        body = _truncate(body, max_chars - len(summary_line) - 200)
-    return f"{summary_line}\n\n{fenced(body, 'diff')}\n\n</details>"
+    return details(f"<code>{LIVE_OPS[word]} {html.escape(clip(str(change.key)))}</code>"
+                   f" <sub>{html.escape(word + clip(extra))}</sub>", change.diff, max_chars)
 
 
 def _summary(report: DiffReport, name: str, budget: int, parts: int, max_parts: int) -> str:

@@ -40,13 +40,11 @@ class Checked:
     healed: deploy.Result | None = None
 
 
-def governing_config(rt: runtime.Runtime, forge: Forge, repo: Repo, mirror: Mirror) -> tuple[str, RepoConfig]:
-    """The default branch's name and repo config: what deploys where, as a deploy reads it."""
-    default = forge.default_branch(repo.full_name)
-    mirror.ensure(forge.clone_url(repo, allow_local=rt.server.allow_local_urls), [],
-                  [f"+refs/heads/{default}:refs/heads/{default}"], refresh=True)
-    return default, read_repo_config(mirror.snapshot(mirror.resolve(f"refs/heads/{default}")), default,
-                                     set(rt.server.clusters))
+def governing_config(rt: runtime.Runtime, mirror: Mirror, url: str, default: str) -> RepoConfig:
+    """The repo config on the default branch as fetched now: what deploys where, as a deploy reads it."""
+    mirror.ensure(url, [], [f"+refs/heads/{default}:refs/heads/{default}"], refresh=True)
+    return read_repo_config(mirror.snapshot(mirror.resolve(f"refs/heads/{default}")), default,
+                            set(rt.server.clusters))
 
 
 def check_environment(rt: runtime.Runtime, repo: Repo, name: str, *, report_to: Forge | None = None,
@@ -57,8 +55,9 @@ def check_environment(rt: runtime.Runtime, repo: Repo, name: str, *, report_to: 
     forge = rt.forge(repo.forge)
     mirror = rt.mirrors.get(repo.forge, repo.full_name)
     envs = Environments(rt.store.redis, rt.settings.name)
+    url = forge.clone_url(repo, allow_local=rt.server.allow_local_urls)
     try:
-        _, config = governing_config(rt, forge, repo, mirror)
+        config = governing_config(rt, mirror, url, forge.default_branch(repo.full_name))
     except (GitError, ConfigError) as err:
         log.warning("sync check skipped: the repo config cannot be read", extra={"repo": repo.full_name,
                                                                                   "error": str(err)})
@@ -70,7 +69,7 @@ def check_environment(rt: runtime.Runtime, repo: Repo, name: str, *, report_to: 
     status = envs.status(ref)
     if status.deployed is None or status.deploying:
         return None
-    checked = _check(rt, envs, ref, repo, env, mirror, status.deployed.sha, heal and env.drift == "heal")
+    checked = _check(rt, envs, ref, repo, env, mirror, url, status.deployed.sha, heal and env.drift == "heal")
     envs.record_sync(ref, checked.sync)
     if report_to is not None and envs.sync_news(ref, checked.sync):
         state, description = deploy_report.sync_status(checked.sync)
@@ -81,15 +80,15 @@ def check_environment(rt: runtime.Runtime, repo: Repo, name: str, *, report_to: 
 
 
 def _check(rt: runtime.Runtime, envs: Environments, ref: EnvRef, repo: Repo, env: Environment, mirror: Mirror,
-           sha: str, heal: bool) -> Checked:
+           url: str, sha: str, heal: bool) -> Checked:
     cluster = rt.server.clusters.get(env.cluster or "")
-    refusal = rt.server.refusal(repo.full_name, env) if cluster else f"cluster {env.cluster!r} is not in the server config"
+    refusal = (rt.server.refusal(repo.full_name, env) if cluster
+               else f"cluster {env.cluster!r} is not in the server config")
     if refusal:
         return Checked(Sync(sha, time.time(), "error", error=refusal))
     inventory = deploy.Inventory.of(rt.settings.name, ref.forge, ref.repo, ref.name)
     try:
-        forge = rt.forge(repo.forge)
-        mirror.ensure(forge.clone_url(repo, allow_local=rt.server.allow_local_urls), [sha], [])
+        mirror.ensure(url, [sha], [])
         manifests = render(mirror.snapshot(sha), env, timeout=rt.server.render_timeout,
                            sandbox=rt.server.render_sandbox, cache=rt.render_cache)
         with connect(cluster) as client:  # type: ignore[arg-type]
