@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from bot import deploy, drift
 from bot.cluster import ClusterClient, ClusterError, connect
 from bot.commands import level_at_least
-from bot.config import ConfigError, Environment, RepoConfig
+from bot.config import ConfigError, Environment
 from bot.diff import Change, DiffReport, EnvironmentDiff, ObjectKey, is_secret, normalize, unified
 from bot.environments import EnvRef, Environments
 from bot.events import PullRequest

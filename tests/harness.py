@@ -204,6 +204,23 @@ data: {{password: {PASSWORD_BASE}}}
 """,
     "apps/config.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n",
 }
+def bot_on_forge(stack: contextlib.ExitStack, forge_name: str, tmp: Path, redis_url: str, config: str,
+                 secret: str, token: str) -> tuple[FakeGitHub | FakeGitLab, Bot]:
+    """A GitHub or GitLab stand-in and a bot serving it, both stopped when `stack` closes."""
+    from tests.fakes.github_api import FakeGitHub
+    from tests.fakes.gitlab_api import FakeGitLab
+
+    if forge_name == "github":
+        forge: FakeGitHub | FakeGitLab = stack.enter_context(FakeGitHub(bot_login="gitops-bot"))
+        env = dict(GITHUB_WEBHOOK_SECRET=secret, GITHUB_TOKEN=token, GITHUB_API_URL=forge.url)
+    else:
+        forge = stack.enter_context(FakeGitLab(bot_username="gitops-bot", token=token))
+        env = dict(GITLAB_WEBHOOK_TOKEN=secret, GITLAB_TOKEN=token, GITLAB_URL=forge.url)
+    bot = Bot(bot_env(tmp, redis_url, config, **env))
+    stack.callback(bot.stop)
+    return forge, bot
+
+
 def assert_first_diff(body: str, head: str) -> None:
     """The comment a pull request from BASE_FILES to HEAD_CHANGES gets, on any forge."""
     assert body.splitlines()[0] == "<!-- gitops-bot:diff:gitops-bot -->"

@@ -5,14 +5,9 @@ GITOPS_BOT_TEST_KUBECONFIG names one."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-
-import pytest
 
 from bot import cli, drift, drift_report
 from bot.cluster import connect
-from bot.environments import Environments
 from bot.pipeline import read_repo_config
 from bot.render import render
 from tests.test_deploy import SECRET_VALUE, Scenario, manifests, rt, scenario  # noqa: F401 (fixtures)

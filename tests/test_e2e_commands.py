@@ -12,10 +12,9 @@ import pytest
 
 from tests.conftest import git
 from tests.fakes.github_api import FakeGitHub
-from tests.fakes.gitlab_api import FakeGitLab
 from tests.fakes.kube_api import FakeKubeAPI
-from tests.harness import (BASE_FILES, HEAD_CHANGES, Bot, ForgeScenario, MergeRequestScenario, PullRequestScenario,
-                           bot_env)
+from tests.harness import (BASE_FILES, HEAD_CHANGES, ForgeScenario, MergeRequestScenario, PullRequestScenario,
+                           bot_on_forge)
 
 SECRET, TOKEN = "e2e-webhook-secret", "e2e-TOKEN-value-0123456789"
 NS = "shop"
@@ -38,16 +37,8 @@ def scenario(request, tmp_path: Path, remote, redis_server, redis, kube) -> Iter
     kubeconfig = kube.kubeconfig(str(tmp_path / "staging.kubeconfig"))
     config = (f"repos: ['acme/*', 'group/sub/*']\nclusters:\n  staging: {{kubeconfig: {kubeconfig}, "
               f"context: {kube.context}, repos: ['*']}}\ndeploy: {{rollout_timeout: 10}}\n")
-    forge = FakeGitHub(bot_login="gitops-bot") if request.param == "github" else \
-        FakeGitLab(bot_username="gitops-bot", token=TOKEN)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(forge)
-        if isinstance(forge, FakeGitHub):
-            env = dict(GITHUB_WEBHOOK_SECRET=SECRET, GITHUB_TOKEN=TOKEN, GITHUB_API_URL=forge.url)
-        else:
-            env = dict(GITLAB_WEBHOOK_TOKEN=SECRET, GITLAB_TOKEN=TOKEN, GITLAB_URL=forge.url)
-        bot = Bot(bot_env(tmp_path, redis_server.url, config, **env))
-        stack.callback(bot.stop)
+        forge, bot = bot_on_forge(stack, request.param, tmp_path, redis_server.url, config, SECRET, TOKEN)
         if isinstance(forge, FakeGitHub):
             yield PullRequestScenario(remote, forge, bot, "acme/infra", SECRET, files=FILES)
         else:

@@ -10,8 +10,6 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from bot.environments import EnvRef, Environments
 from bot.forges.github import signature
 from tests.conftest import payload

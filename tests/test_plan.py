@@ -20,11 +20,10 @@ from bot.diff import Change, DiffReport, EnvironmentDiff, ObjectKey
 from bot.preview import LivePlan, Person, Refused, Reverted, decide, refusal_reason
 from bot.report import as_json, markdown, text
 from tests.fakes.github_api import FakeGitHub
-from tests.fakes.gitlab_api import FakeGitLab
 from tests.fakes.http import Reply
 from tests.fakes.kube_api import status_body
 from tests.harness import (BASE_FILES, HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, ForgeScenario, KubeTarget,
-                           MergeRequestScenario, PullRequestScenario, bot_env)
+                           MergeRequestScenario, PullRequestScenario, bot_on_forge)
 
 SECRET, TOKEN = "plan-webhook-secret", "plan-TOKEN-value-0123456789"
 MARKER = "<!-- gitops-bot:diff:gitops-bot -->"
@@ -116,16 +115,8 @@ def world_on(forge_name: str, tmp_path: Path, remote, redis_server, kube: KubeTa
     context = f", context: {cluster.context}" if cluster.context else ""
     config = (f"repos: ['acme/*', 'group/sub/*']\nclusters:\n  staging: {{kubeconfig: {cluster.kubeconfig}"
               f"{context}, repos: ['*']{grant}}}\ndeploy: {{rollout_timeout: {kube.rollout_timeout:g}}}\n")
-    forge = FakeGitHub(bot_login="gitops-bot") if forge_name == "github" else \
-        FakeGitLab(bot_username="gitops-bot", token=TOKEN)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(forge)
-        if isinstance(forge, FakeGitHub):
-            env = dict(GITHUB_WEBHOOK_SECRET=SECRET, GITHUB_TOKEN=TOKEN, GITHUB_API_URL=forge.url)
-        else:
-            env = dict(GITLAB_WEBHOOK_TOKEN=SECRET, GITLAB_TOKEN=TOKEN, GITLAB_URL=forge.url)
-        bot = Bot(bot_env(tmp_path, redis_server.url, config, **env))
-        stack.callback(bot.stop)
+        forge, bot = bot_on_forge(stack, forge_name, tmp_path, redis_server.url, config, SECRET, TOKEN)
         if isinstance(forge, FakeGitHub):
             scenario: ForgeScenario = PullRequestScenario(remote, forge, bot, "acme/infra", SECRET,
                                                           files=files(kube.namespace))

@@ -701,7 +701,7 @@ SUBDOMAIN_MESSAGE = regex_error("a lowercase RFC 1123 subdomain must consist of 
 
 
 def dns_subdomain(name: str) -> list[str]:
-    return ([f"must be no more than 253 characters"] if len(name) > 253 else []) + \
+    return (["must be no more than 253 characters"] if len(name) > 253 else []) + \
         ([] if re.fullmatch(DNS1123_SUBDOMAIN, name) else [SUBDOMAIN_MESSAGE])
 
 
