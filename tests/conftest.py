@@ -129,6 +129,17 @@ def github():
 
 
 @pytest.fixture
+def gitlab(request: pytest.FixtureRequest):
+    """The GitLab stand-in, taking the test module's `TOKEN`; the bot's username there is
+    `gitops-bot`. A crash inside it fails the test."""
+    from tests.fakes.gitlab_api import FakeGitLab
+
+    with FakeGitLab(bot_username="gitops-bot", token=request.module.TOKEN) as fake:
+        yield fake
+    assert fake.errors == []
+
+
+@pytest.fixture
 def remote(tmp_path: Path) -> GitRemote:
     return GitRemote(tmp_path)
 

@@ -10,7 +10,6 @@ import pytest
 
 from bot.forges.github import signature
 from tests.conftest import GitRemote, payload
-from tests.fakes.gitlab_api import FakeGitLab
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.harness import BASE_FILES, PASSWORD_BASE, Bot, bot_env
 
@@ -99,13 +98,6 @@ def test_github_merged_pull_request_deploys_and_replies(tmp_path, remote, redis_
 
 # -- GitLab -------------------------------------------------------------------------------------------
 PROJECT = "group/sub/infra"
-
-
-@pytest.fixture
-def gitlab():
-    with FakeGitLab(bot_username="gitops-bot", token=TOKEN) as fake:
-        yield fake
-    assert fake.errors == []
 
 
 def test_gitlab_merged_merge_request_deploys_and_replies(tmp_path, remote, redis_server, redis, kube, gitlab):

@@ -14,7 +14,7 @@ from bot.environments import EnvRef, Environments
 from bot.forges.github import signature
 from tests.conftest import payload
 from tests.harness import ROOT, Bot, bot_env
-from tests.test_e2e_deploy import FILES, NS, PROJECT, REPO, SECRET, TOKEN, gitlab, kube, merge, server_config  # noqa: F401
+from tests.test_e2e_deploy import FILES, NS, PROJECT, REPO, SECRET, TOKEN, kube, merge, server_config  # noqa: F401
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 

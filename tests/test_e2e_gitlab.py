@@ -7,20 +7,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git, payload
-from tests.fakes.gitlab_api import FakeGitLab
 from tests.harness import (HEAD_CHANGES, PASSWORD_BASE, PASSWORD_HEAD, Bot, MergeRequestScenario, assert_first_diff,
                            bot_env)
 
 PATH = "group/sub/infra"
 WEBHOOK_TOKEN = "e2e-gitlab-webhook-token"
 TOKEN = "glpat-e2eTOKENvalue0123456789"
-
-
-@pytest.fixture
-def gitlab():
-    with FakeGitLab(bot_username="gitops-bot", token=TOKEN) as fake:
-        yield fake
-    assert fake.errors == []
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from rq.job import JobStatus
 from bot.environments import EnvRef, Environments
 from bot.forges.github import signature
 from tests.conftest import payload
-from tests.fakes.gitlab_api import FakeGitLab
 from tests.fakes.http import Reply
 from tests.fakes.kube_api import FakeKubeAPI, status_body
 from tests.harness import BASE_FILES, HEAD_CHANGES, Bot, MergeRequestScenario, PullRequestScenario, bot_env
@@ -298,13 +297,6 @@ def test_a_deploy_whose_worker_is_killed_is_finished_by_its_retry_as_one_forge_d
 # -- GitLab asking the bot to wait, mid-deploy --------------------------------------------------------
 
 PROJECT = "group/sub/infra"
-
-
-@pytest.fixture
-def gitlab():
-    with FakeGitLab(bot_username="gitops-bot", token=TOKEN) as fake:
-        yield fake
-    assert fake.errors == []
 
 
 @pytest.fixture
