@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import hashlib
 import os
@@ -13,9 +14,10 @@ import subprocess
 import tarfile
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterable, Iterator, NamedTuple, Protocol
+from typing import IO, Any, Iterable, Iterator, NamedTuple, Protocol
 from urllib.parse import quote
 
 import git
@@ -128,16 +130,34 @@ class RepoPaths:
     """A snapshot's paths as the operating system would see them on disk: symlinks followed one
     component at a time, and never out of the repository."""
 
+    _shared: "weakref.WeakKeyDictionary[Snapshot, RepoPaths]" = weakref.WeakKeyDictionary()
+    _sharing = threading.Lock()
+
     def __init__(self, snapshot: Snapshot):
         self.snapshot = snapshot
         self.files = snapshot.files(".")
         self._targets: dict[str, str] = {}
+        self.checked: dict[str, Any] = {}
+        """What checks of this tree found, by what they checked (a tree never changes): the
+        overlays of one base read and check it once."""
+        self._sorted: list[str] | None = None
         self.dirs = {"."}
         for path in self.files:
             parent = path.rpartition("/")[0]
             while parent and parent not in self.dirs:
                 self.dirs.add(parent)
                 parent = parent.rpartition("/")[0]
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> "RepoPaths":
+        """The snapshot's paths, made once for every caller while the snapshot lives."""
+        with cls._sharing:
+            paths = cls._shared.get(snapshot)
+        if paths is None:  # two threads may both make it: the same, and cheap next to a render
+            paths = cls(snapshot)
+            with cls._sharing:
+                paths = cls._shared.setdefault(snapshot, paths)
+        return paths
 
     def resolve(self, path: str, via: set[str] | None = None) -> str | None:
         """`path` with every symlink in it followed; None if it leaves the repository or loops.
@@ -168,6 +188,17 @@ class RepoPaths:
                 resolved.pop()  # the target is relative to the symlink's directory
                 pending.extend(target.split("/")[::-1])
         return "/".join(resolved) or "."
+
+    def below(self, path: str) -> list[str]:
+        """The files at or below `path` (no symlink in it is followed), in order."""
+        if self._sorted is None:
+            self._sorted = sorted(self.files)
+        if path == ".":
+            return self._sorted
+        # Below `path` is "path/..." and nothing else: "path-x" and "path.x" sort between them.
+        start = bisect.bisect_left(self._sorted, path + "/")
+        end = bisect.bisect_left(self._sorted, path + "0", start)  # "0" follows "/"
+        return [path, *self._sorted[start:end]] if path in self.files else self._sorted[start:end]
 
     def _target(self, link: str) -> str:
         if link not in self._targets:

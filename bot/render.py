@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import posixpath
@@ -63,7 +64,7 @@ def render_inputs(snapshot: Snapshot, env: Environment) -> set[str]:
     inputs, pending, paths = {env.path}, [env.path], None
     while pending:  # plain trees and charts also read whatever their symlinks point to
         for link in snapshot.symlinks(pending.pop()):
-            paths = paths or RepoPaths(snapshot)
+            paths = paths or RepoPaths.of(snapshot)
             target = paths.resolve(link, inputs)
             if target is None:
                 raise RenderError("symlink points outside the repository", link)
@@ -95,20 +96,33 @@ def render(snapshot: Snapshot, env: Environment, *, only: set[str] | None = None
     kind = kind_of(snapshot, env)
     if kind == "plain":
         return render_plain(snapshot, env.path, only=only, limits=limits)
-    tree = snapshot.tree_id() if cache is not None else None
-    key = cache.key(tree, kind, env, limits.max_file_bytes) if cache is not None and tree else None
+    reads = render_inputs(snapshot, env)  # what the renderer reads must stay in the repository
+    inputs = inputs_id(snapshot, reads) if cache is not None else None
+    key = cache.key(inputs, kind, env, limits.max_file_bytes) if cache is not None and inputs else None
     if key and (kept := cache.get(key)) is not None:  # type: ignore[union-attr]
         return kept
-    manifests = _render_with(kind, snapshot, env, limits, timeout, sandbox, workspace)
+    manifests = _render_with(kind, snapshot, env, reads, limits, timeout, sandbox, workspace)
     if key:
         cache.put(key, manifests)  # type: ignore[union-attr]
     return manifests
 
 
-def _render_with(kind: str, snapshot: Snapshot, env: Environment, limits: Limits, timeout: float, sandbox: bool,
-                 workspace: Workspace | None) -> list[Manifest]:
-    """Run Kustomize or Helm on the snapshot's exported tree."""
-    reads = render_inputs(snapshot, env)  # what the renderer reads must stay in the repository
+def inputs_id(snapshot: Snapshot, reads: set[str]) -> str | None:
+    """One id for everything a render reads (`reads`, from render_inputs): the path, mode and blob
+    id of every file at or below them, symlinks included. A commit that leaves them as they were
+    keeps the id, whatever else it changes. None where files have no blob ids (a working tree)."""
+    paths, digest = RepoPaths.of(snapshot), hashlib.sha256()
+    for path in sorted({file for read in reads for file in paths.below(read)}):
+        entry = paths.files[path]
+        if not entry.blob:
+            return None
+        digest.update(f"{entry.mode} {entry.blob} {path}\0".encode())
+    return digest.hexdigest()
+
+
+def _render_with(kind: str, snapshot: Snapshot, env: Environment, reads: set[str], limits: Limits,
+                 timeout: float, sandbox: bool, workspace: Workspace | None) -> list[Manifest]:
+    """Run Kustomize or Helm on the snapshot's exported tree; `reads` is what they may read."""
     with contextlib.nullcontext(workspace) if workspace else Workspace() as space:
         tree = space.tree(snapshot)
         tree.check(reads)
@@ -184,7 +198,7 @@ class Workspace:
         """The exported tree of `snapshot` as read back from disk, for renderers that check what
         they are about to run on."""
         return self._once(self._paths, id(snapshot), snapshot,
-                          lambda: RepoPaths(WorkTreeSnapshot(self.tree(snapshot).root)))
+                          lambda: RepoPaths.of(WorkTreeSnapshot(self.tree(snapshot).root)))
 
     def _once(self, made: dict[Any, Any], key: Any, snapshot: Snapshot, make: Any) -> Any:
         with self._lock:
@@ -257,7 +271,7 @@ def _follow(snapshot: Snapshot, links: list[str]) -> dict[str, str]:
     """The file each manifest symlink among `links` stands for; every link must stay inside."""
     if not links:
         return {}
-    paths, targets = RepoPaths(snapshot), {}
+    paths, targets = RepoPaths.of(snapshot), {}
     for link in links:
         target = paths.resolve(link)
         if target is None:

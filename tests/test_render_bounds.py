@@ -72,9 +72,9 @@ def test_memory_is_capped(tmp_path, boxed):
 
 
 def test_go_renderers_collect_before_the_cap(tmp_path):
-    code = "import os; print(os.environ['GOGC'], os.environ['GOMEMLIMIT'])"
+    code = "import os; print(os.environ['GOGC'], os.environ['GOMEMLIMIT'], os.environ['GOMAXPROCS'])"
     _, proc = run_python(tmp_path, code, True, box={"memory": 256 * MiB})
-    assert proc.stdout.split() == [b"400", str(192 * MiB).encode()]
+    assert proc.stdout.split() == [b"400", str(192 * MiB).encode(), b"1"]
 
 
 def test_memory_is_named_for_people():

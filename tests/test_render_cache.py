@@ -10,11 +10,11 @@ import pytest
 
 from bot.config import Environment, HelmOptions
 from bot.gitrepo import WorkTreeSnapshot
-from bot.render import render
+from bot.render import inputs_id, render, render_inputs
 from bot.render_cache import RenderCache
 from bot.renderers import helm, kustomize
 from bot.renderers.errors import RenderError
-from tests.test_render_concurrency import CHANGE, TREE, diff, mirror_of
+from tests.test_render_concurrency import CHANGE, CM, TREE, diff, mirror_of
 
 KUSTOMIZE = Environment("k0", "main", "envs/k0")
 CHART = Environment("chart", "main", "chart", namespace="web", helm=HelmOptions("web", ("values.yaml",)))
@@ -83,6 +83,27 @@ def test_a_failure_and_a_working_tree_are_never_kept(remote, tmp_path, runs):
     assert runs["kustomize"] == 2 and not list((tmp_path / "renders").glob("*/*.json"))
 
 
+def test_a_render_is_kept_by_its_inputs_whatever_else_a_commit_changes(remote, tmp_path, runs):
+    mirror, base, _ = mirror_of(remote, tmp_path, CHANGE)
+    cache = RenderCache(tmp_path / "renders")
+
+    def rendered(commit: str) -> list[tuple]:
+        mirror.ensure(remote.url, [commit], ["+refs/heads/*:refs/heads/*"])
+        return as_tuples(render(mirror.snapshot(commit), KUSTOMIZE, sandbox=False, cache=cache))
+
+    first = rendered(base)
+    # Elsewhere: another overlay, the chart, and names that sort beside the overlay's directory.
+    elsewhere = remote.commit("main", {"envs/k1/kustomization.yaml": "resources: [../../base]\nnamePrefix: x-\n",
+                                       "chart/values.yaml": "value: '9'\n", "envs/k0-notes.md": "-",
+                                       "envs/k0.md": "-"}, parent=base)
+    assert rendered(elsewhere) == first and runs["kustomize"] == 1
+    # Its own inputs: the base it includes, and any file in its directory.
+    changed_base = remote.commit("main", {"base/app.yaml": CM.format(name="app", value="5")})
+    assert rendered(changed_base)[0][1]["data"] == {"k": "5"} and runs["kustomize"] == 2
+    rendered(remote.commit("main", {"envs/k0/notes.md": "-"}))
+    assert runs["kustomize"] == 3
+
+
 def test_a_pull_requests_base_renders_once_for_all_its_pushes(remote, tmp_path, runs):
     mirror, base, head = mirror_of(remote, tmp_path, CHANGE)
     cache = RenderCache(tmp_path / "renders")
@@ -108,5 +129,6 @@ def test_the_cache_keeps_to_its_budget_forgetting_the_least_recently_used(remote
         render(mirror.snapshot(base), env, sandbox=False, cache=cache)
     kept = list((tmp_path / "renders").glob("*/*.json"))
     assert len(kept) == 2 and sum(f.stat().st_size for f in kept) <= cache.budget
-    assert {cache.key(mirror.snapshot(base).tree_id(), "kustomize", env, 4 * 1024 * 1024) for env in envs[2:]} == \
+    assert {cache.key(inputs_id(mirror.snapshot(base), render_inputs(mirror.snapshot(base), env)), "kustomize", env,
+                      4 * 1024 * 1024) for env in envs[2:]} == \
         {f.stem for f in kept}

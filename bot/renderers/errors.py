@@ -43,6 +43,11 @@ class Known:
     messages: set[str] = field(default_factory=set)
     """String literals of template code: a `fail` or `required` message equal to one is shown."""
 
+    def update(self, other: "Known") -> None:
+        self.names |= other.names
+        self.values |= other.values
+        self.messages |= other.messages
+
     def add_path(self, path: str) -> None:
         self.names.add(path)
         self.names.update(p for p in path.split("/") if p)

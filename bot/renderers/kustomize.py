@@ -194,7 +194,7 @@ def kustomization_inputs(snapshot: Snapshot, path: str) -> set[str]:
     # Imported here: GitPython would slow the start of a process that only renders.
     from bot.gitrepo import RepoPaths
 
-    paths = RepoPaths(snapshot)
+    paths = RepoPaths.of(snapshot)
     return _walk(paths, _start(paths, path)).inputs | {path}  # `path` itself: a symlink may lead there
 
 
@@ -215,8 +215,23 @@ def _walk(paths: RepoPaths, start: str) -> Walk:
         if directory not in seen:
             seen.add(directory)
             walk.inputs.add(directory)
-            pending.extend(_check_kustomization(paths, directory, walk))
+            found, nested = _checked(paths, directory)
+            walk.inputs |= found.inputs
+            walk.known.update(found.known)
+            pending.extend(nested)
     return walk
+
+
+def _checked(paths: RepoPaths, directory: str) -> tuple[Walk, list[str]]:
+    """What checking one kustomization found, and the kustomizations it includes: checked once per
+    tree, so the overlays of one base (and a render after its planning) share the base's check.
+    A kustomization that fails its check is checked again, and fails again, by each walk."""
+    key = f"kustomization:{directory}"
+    found = paths.checked.get(key)
+    if found is None:
+        walk = Walk()
+        found = paths.checked[key] = walk, _check_kustomization(paths, directory, walk)
+    return found
 
 
 def _check_kustomization(paths: RepoPaths, directory: str, walk: Walk) -> list[str]:

@@ -60,6 +60,10 @@ GO_GC_PERCENT = 400
 """GOGC for renderers written in Go (kubectl, the Helm SDK): a render lives for a fraction of a
 second, so collecting a fifth as often saves a tenth of its CPU for a few MiB; GOMEMLIMIT, at three
 quarters of the memory cap, makes the collector work harder well before the cap is reached."""
+GO_MAX_PROCS = "1"
+"""GOMAXPROCS for Go renderers: a render is one goroutine's work, and renders already run side by
+side, one per core (render_concurrency); more threads each only contend for the cores (a sixth
+less time for fifty kustomize builds, two at a time on two cores)."""
 STDERR_KEPT = 64 * 1024
 """Bytes of a renderer's stderr kept: the first and the last half. Its error is at one end."""
 READ_CHUNK = 64 * 1024
@@ -163,7 +167,8 @@ def _prlimit(cap: int | None) -> list[str]:
 
 
 def _go_runtime(cap: int | None) -> dict[str, str]:
-    return {"GOGC": str(GO_GC_PERCENT), **({"GOMEMLIMIT": str(cap * 3 // 4)} if cap else {})}
+    return {"GOGC": str(GO_GC_PERCENT), "GOMAXPROCS": GO_MAX_PROCS,
+            **({"GOMEMLIMIT": str(cap * 3 // 4)} if cap else {})}
 
 
 def _environment(home: str, extra: dict[str, str] | None) -> dict[str, str]:
