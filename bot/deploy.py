@@ -17,7 +17,7 @@ from bot.diff import (ObjectKey, cluster_scoped_kinds, crd_kind, group_of, hook_
                       normalize, release_objects)
 from bot.gitrepo import Snapshot
 from bot.health import failed, waiting_for
-from bot.render import Manifest, render
+from bot.render import Manifest, Workspace, render
 from bot.renderers.errors import RenderError
 
 if TYPE_CHECKING:
@@ -349,17 +349,18 @@ def run(snapshot: Snapshot, env: Environment, cluster: Cluster, inventory: Inven
         known_kinds: Iterable[str] = (), options: Options = Options(),
         on_plan: Callable[[Plan], None] | None = None, check: Check = lambda: None,
         after: Callable[[ClusterClient, list[Manifest]], None] | None = None,
-        cache: RenderCache | None = None) -> Result:
+        cache: RenderCache | None = None, workspace: Workspace | None = None) -> Result:
     """Render, plan and execute one environment's deploy. Every failure becomes a result with a reason.
 
     `on_plan` runs before anything is applied: the place to record the kinds a later prune needs.
     `after` runs once a deploy (not a dry run) succeeded, with the cluster and the render. `cache`
-    keeps and reuses renders of commits (`bot.render_cache`).
+    keeps and reuses renders of commits (`bot.render_cache`); `workspace` shares the exported tree
+    with the deploys of other environments from the same commit.
     """
     started = time.monotonic()
     try:
         manifests = render(snapshot, env, timeout=options.render_timeout, sandbox=options.render_sandbox,
-                           cache=cache)
+                           cache=cache, workspace=workspace)
         with connect(cluster) as client:
             plan_ = prepare(client, manifests, env, inventory, known_kinds, cluster.namespaces)
             if on_plan:

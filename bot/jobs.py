@@ -25,7 +25,7 @@ from bot.events import PullRequest, Repo, pull_from_plain, repo_from_plain
 from bot.forges.base import Forge, StatusState
 from bot.gitrepo import GitError, Mirror
 from bot.pipeline import diff_snapshots, read_repo_config
-from bot.render import Manifest
+from bot.render import Manifest, Workspace
 from bot.queue import pull_key
 from bot.report import markdown, marker, status_description
 
@@ -232,7 +232,9 @@ def deploy_push(repo: dict[str, Any], branch: str, sha: str, actor: str, pull: i
                                  f"❌ **Deploy of `{sha[:7]}` skipped:** `.gitops.yaml` on `{default}`: {err}\n")
         return {"error": str(err)}
     envs = [e for e in config.for_branch(branch) if e.cluster and environment in (None, e.name)]
-    outcomes = {e.name: deploy_environment(rt, Target(source, e, sha, actor, pull, tip), mirror, forge) for e in envs}
+    with Workspace() as workspace:  # the commit's tree, exported once for every environment
+        outcomes = {e.name: deploy_environment(rt, Target(source, e, sha, actor, pull, tip), mirror, forge,
+                                               workspace=workspace) for e in envs}
     retrying = [name for name, outcome in outcomes.items() if outcome["state"] == "retrying"]
     if retrying:
         raise TemporaryError(f"the deploy of {sha[:7]} to {', '.join(retrying)} met a temporary cluster error; "
@@ -241,7 +243,7 @@ def deploy_push(repo: dict[str, Any], branch: str, sha: str, actor: str, pull: i
 
 
 def deploy_environment(rt: runtime.Runtime, target: Target, mirror: Mirror, forge: Forge | None, *,
-                       force: bool = False) -> dict[str, Any]:
+                       force: bool = False, workspace: Workspace | None = None) -> dict[str, Any]:
     """Deploy one environment at one commit, once, under its lock, and report to `forge` if given.
 
     A second request for the same commit (a merge and its push, or a retried job) does not deploy
@@ -260,7 +262,7 @@ def deploy_environment(rt: runtime.Runtime, target: Target, mirror: Mirror, forg
                                owner=owner) as lease:
             attempt = state.start(lease, force)
             if attempt:
-                _deploy_locked(rt, state, lease, target, mirror, forge, attempt)
+                _deploy_locked(rt, state, lease, target, mirror, forge, attempt, workspace)
     return _report(rt, state, target, forge)
 
 
@@ -272,7 +274,7 @@ def _owner() -> str:
 
 
 def _deploy_locked(rt: runtime.Runtime, state: Environments, lease: Lease, target: Target, mirror: Mirror,
-                   forge: Forge | None, attempt: int) -> None:
+                   forge: Forge | None, attempt: int, workspace: Workspace | None = None) -> None:
     ref, started = target.ref, time.time()
     fleet = FleetMetrics(rt.store.redis, rt.store.prefix)
     refusal = rt.server.refusal(target.repo.full_name, target.env)
@@ -296,7 +298,7 @@ def _deploy_locked(rt: runtime.Runtime, state: Environments, lease: Lease, targe
     if forge:
         _start_deployment(state, lease, forge, target)
     earlier = state.planned(ref, target.sha)
-    result, plan = _apply_commit(rt, state, lease, target, mirror)
+    result, plan = _apply_commit(rt, state, lease, target, mirror, workspace)
     record = Record(target.sha, target.actor, started, "failure" if result.error else "success",
                     round(result.duration, 3), **counts_over_tries(earlier, plan, result), error=result.error,
                     attempt=attempt)
@@ -340,7 +342,7 @@ def counts_over_tries(earlier: Mapping[str, str], plan: deploy.Plan | None, resu
 
 
 def _apply_commit(rt: runtime.Runtime, state: Environments, lease: Lease, target: Target,
-                  mirror: Mirror) -> tuple[deploy.Result, deploy.Plan | None]:
+                  mirror: Mirror, workspace: Workspace | None = None) -> tuple[deploy.Result, deploy.Plan | None]:
     """Deploy the commit; its result, and its plan once made (recorded before anything is applied)."""
     cluster = rt.server.clusters.get(target.env.cluster or "")
     if cluster is None:
@@ -367,7 +369,7 @@ def _apply_commit(rt: runtime.Runtime, state: Environments, lease: Lease, target
     try:
         result = deploy.run(
             mirror.snapshot(target.sha), target.env, cluster, inventory, known_kinds=state.applied_kinds(ref),
-            cache=rt.render_cache,
+            cache=rt.render_cache, workspace=workspace,
             options=deploy.Options(rt.server.rollout_timeout, rt.server.render_timeout,
                                    render_sandbox=rt.server.render_sandbox),
             on_plan=on_plan, check=lease.problem, after=after)

@@ -151,18 +151,25 @@ def _with_origin(doc: dict[str, Any], origins: Origins) -> Manifest:
     return Manifest(source, doc, generator)
 
 
+def _tree_key(snapshot: Snapshot) -> tuple[str, Any]:
+    """What a workspace knows a snapshot's tree by: its id, so two snapshots of one commit (or of
+    two commits with one tree) share an export; a working tree by the snapshot itself."""
+    tree = snapshot.tree_id()
+    return ("tree", tree) if tree else ("snapshot", id(snapshot))
+
+
 class Workspace:
-    """Where one job's renders find their trees on disk: each snapshot's tree is exported at most
-    once, on the first render that needs it, and shared by every later one (renders in other
-    threads wait for it); everything is removed on close. Renderers see the whole tree
+    """Where one job's renders find their trees on disk: each tree is exported at most once, on
+    the first render that needs it, and shared by every later one (renders in other threads wait
+    for it); everything is removed on close. Renderers see the whole tree
     either way, and each render still refuses the links out of the repository that it reads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._directory: Path | None = None
-        self._trees: dict[int, tuple[Snapshot, Future[ExportedTree]]] = {}
-        self._paths: dict[int, tuple[Snapshot, Future[RepoPaths]]] = {}
-        self._origins: dict[tuple[int, str], tuple[Snapshot, Future[Origins]]] = {}
+        self._trees: dict[Any, tuple[Snapshot, Future[ExportedTree]]] = {}
+        self._paths: dict[Any, tuple[Snapshot, Future[RepoPaths]]] = {}
+        self._origins: dict[tuple[Any, str], tuple[Snapshot, Future[Origins]]] = {}
         self._exported = 0
 
     def __enter__(self) -> Workspace:
@@ -182,7 +189,7 @@ class Workspace:
 
     def tree(self, snapshot: Snapshot) -> ExportedTree:
         """`snapshot`'s tree on disk, exported now if no render exported it before."""
-        return self._once(self._trees, id(snapshot), snapshot, lambda: self._export(snapshot))
+        return self._once(self._trees, _tree_key(snapshot), snapshot, lambda: self._export(snapshot))
 
     def origins(self, snapshot: Snapshot, path: str) -> Origins:
         """How to read where each object of the kustomization at `path` comes from; its kustomization
@@ -191,13 +198,13 @@ class Workspace:
         paths = self.paths(snapshot)
         directory = paths.resolve(path) or path  # two paths to one directory are one kustomization
         root = self.tree(snapshot).root
-        return self._once(self._origins, (id(snapshot), directory), snapshot,
+        return self._once(self._origins, (_tree_key(snapshot), directory), snapshot,
                           lambda: request_origins(root, paths, directory))
 
     def paths(self, snapshot: Snapshot) -> RepoPaths:
         """The exported tree of `snapshot` as read back from disk, for renderers that check what
         they are about to run on."""
-        return self._once(self._paths, id(snapshot), snapshot,
+        return self._once(self._paths, _tree_key(snapshot), snapshot,
                           lambda: RepoPaths.of(WorkTreeSnapshot(self.tree(snapshot).root)))
 
     def _once(self, made: dict[Any, Any], key: Any, snapshot: Snapshot, make: Any) -> Any:

@@ -20,7 +20,7 @@ from bot.health import waiting_for
 from bot.diff import CLUSTER_SCOPED, ObjectKey
 from bot.environments import EnvRef, Environments
 from bot.events import Repo, to_plain
-from bot.gitrepo import Mirror
+from bot.gitrepo import CommitSnapshot, Mirror
 from bot.jobs import Target, deploy_environment, deploy_push
 from bot.pipeline import read_repo_config
 from bot.render import Manifest
@@ -614,6 +614,24 @@ def test_a_pending_deploy_is_announced_then_reported_on_unlock(forge, kube_targe
     deploy_push(to_plain(scenario.repo), "main", pending.sha, "carol", environment="staging")  # what /unlock queues
     assert len(side.replies()) == 2 and "succeeded" in side.replies()[1]
     assert [d[2][-1] for d in side.deployments()] == ["success"]
+
+
+def test_the_environments_of_one_push_share_one_export_of_its_tree(forge, kube_target, monkeypatch):
+    _, scenario = forge
+    exported: list[str] = []
+    export = CommitSnapshot.export_tree
+    monkeypatch.setattr(CommitSnapshot, "export_tree",
+                        lambda snapshot, dest: exported.append(snapshot.sha) or export(snapshot, dest))
+    files = manifests(kube_target)
+    files["apps/kustomization.yaml"] = f"resources: [{', '.join(p[5:] for p in files if p.startswith('apps/'))}]\n"
+    files["more/kustomization.yaml"] = "resources: [extra.yaml]\n"
+    files["more/extra.yaml"] = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\ndata: {a: '1'}\n"
+    files[".gitops.yaml"] += f"  extra: {{branch: main, path: more, cluster: test, namespace: {kube_target.namespace}}}\n"
+    sha = scenario.commit(files)
+    outcomes = deploy_push(to_plain(scenario.repo), "main", sha, "alice")
+    assert {name: outcome["result"] for name, outcome in outcomes.items()} == {"staging": "success", "extra": "success"}
+    assert scenario.get("ConfigMap", "extra")["data"] == {"a": "1"}
+    assert exported == [sha]
 
 
 # -- by hand ------------------------------------------------------------------------------------------
