@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -319,6 +320,9 @@ def bench_kustomize(tmp: Path, overlays: int, repeat: int) -> None:
                   f"changed, {elapsed:.2f}s (target {expected}: {verdict(rendered == expected)})")
     print(f"   the base changed, whole diff:             {elapsed * 1000:8.0f} ms   ratio {elapsed / one:.1f} "
           f"to one kubectl (target <= 4 s: {verdict(elapsed <= 4)})")
+    floor = bare_kubectl(repo, tmp, kubectl, [base, base_change], [f"envs/env-{i:02d}" for i in range(overlays)])
+    print(f"   the same {2 * overlays} bare kubectl runs, {render_concurrency()} at a time: {floor * 1000:8.0f} ms   "
+          f"whole diff / bare: {elapsed / floor:.2f}")
     # As the worker runs: the first diff of the pull request keeps its renders, so its next push
     # renders only the new head (the base's renders are kept by their commit's tree).
     cache = RenderCache(tmp / "renders")
@@ -344,6 +348,22 @@ def bench_kustomize(tmp: Path, overlays: int, repeat: int) -> None:
         elapsed = time.perf_counter() - started
     print(f"   the next pull request, after a merge:     {elapsed * 1000:8.0f} ms   ratio {elapsed / one:.1f} "
           f"to one kubectl ({len(calls)} kustomize runs; target <= 4 s: {verdict(elapsed <= 4)})")
+
+
+def bare_kubectl(repo: Path, tmp: Path, kubectl: str, commits: list[str], overlays: list[str]) -> float:
+    """`kubectl kustomize` of every overlay at every commit, on checked-out trees, nothing else:
+    as many at a time as the bot renders. The floor for a diff that must render them all."""
+    trees = []
+    for sha in commits:
+        tree = tmp / f"bare-{sha[:7]}"
+        tree.mkdir()
+        subprocess.run(f"git archive {sha} | tar -x -C {tree}", shell=True, cwd=repo, check=True)
+        trees.append(tree)
+    runs = [[kubectl, "kustomize", str(tree / overlay)] for tree in trees for overlay in overlays]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(render_concurrency()) as pool:
+        list(pool.map(lambda argv: subprocess.run(argv, check=True, capture_output=True), runs))
+    return time.perf_counter() - started
 
 
 def helm_repo(root: Path, environments: int) -> tuple[Path, str, str]:
