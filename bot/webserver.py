@@ -48,6 +48,11 @@ REBALANCE = 0.05
 """Seconds between looks, by a worker holding more than its share of connections, at whether it
 may take new ones again."""
 
+HEARTBEAT = 1.0
+"""Seconds between a worker's signs of life to the arbiter, which gives it `timeout` (30 s) before
+it kills it. gthread's loop gives one on each turn, a system call per request."""
+
+_TCP_CORK = getattr(socket, "TCP_CORK", None)  # Linux
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _FRAMING_FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|expect)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)")
@@ -208,6 +213,7 @@ class Balance:
     def __init__(self) -> None:
         self._slots = multiprocessing.RawArray("d", 3 * self.SLOTS)  # pid, connections, when written
         self._mine = -1
+        self._pid = 0
 
     def claim(self, first: int) -> None:
         """Take the first free slot from `first` on (a worker's age, so that workers started together
@@ -216,19 +222,34 @@ class Balance:
         for step in range(self.SLOTS):
             slot = (first + step) % self.SLOTS
             if now - self._slots[3 * slot + 2] > self.STALE:
-                self._mine = slot
+                self._mine, self._pid = slot, os.getpid()
                 self.report(0)
                 return
 
     def report(self, connections: int) -> None:
         if self._mine >= 0:
-            self._slots[3 * self._mine:3 * self._mine + 3] = [os.getpid(), connections, time.monotonic()]
+            self._slots[3 * self._mine:3 * self._mine + 3] = [self._pid, connections, time.monotonic()]
 
     def my_turn(self, connections: int) -> bool:
-        """Whether a worker holding `connections` may take one more."""
+        """Whether a worker holding `connections` may take one more: always, holding none."""
+        if not connections:
+            return True
         now, slots = time.monotonic(), self._slots[:]
         held = [slots[i + 1] for i in range(0, len(slots), 3) if now - slots[i + 2] <= self.STALE]
         return not held or connections <= math.ceil(sum(held) / len(held))
+
+
+class SettledConfig:
+    """A worker's gunicorn config with its settings read once, after the fork: gunicorn reads some
+    thirty per request, each through `Config.__getattr__` (a tenth of its own time per request).
+    What is not a setting (`is_ssl` and the other properties) the config itself answers."""
+
+    def __init__(self, cfg: Any):
+        self.__dict__.update({name: setting.get() for name, setting in cfg.settings.items()})
+        self.config = cfg
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.config, name)
 
 
 class IntakeWorker(ThreadWorker):
@@ -264,6 +285,9 @@ class IntakeWorker(ThreadWorker):
         """Requests handed to the app and not answered yet."""
         self.lingering: dict[Connection, float] = {}
         self.large_bytes = 0
+        self.listening: dict[Any, Any] = {}
+        """Each listener's address, as connections accepted on it are told it."""
+        self._notified = 0.0
 
     @property  # type: ignore[override]
     def worker_connections(self) -> int:
@@ -287,10 +311,17 @@ class IntakeWorker(ThreadWorker):
         gc.freeze()
 
     def init_process(self) -> None:
+        self.cfg = SettledConfig(self.cfg)
         if self.balance is not None:
             self.balance.claim(self.age)
         self._balanced_at = 0.0
         super().init_process()
+
+    def notify(self) -> None:
+        now = time.monotonic()
+        if now - self._notified >= HEARTBEAT:
+            self._notified = now
+            super().notify()
 
     def accept(self, listener: socket.socket) -> None:
         if self.balance is not None and not self.balance.my_turn(self.nr_conns):
@@ -302,7 +333,9 @@ class IntakeWorker(ThreadWorker):
         except (BlockingIOError, ConnectionAbortedError):
             return
         self.nr_conns += 1
-        self.arrive(Connection(self, self.cfg, sock, client, listener.getsockname()))
+        if listener not in self.listening:
+            self.listening[listener] = listener.getsockname()
+        self.arrive(Connection(self, self.cfg, sock, client, self.listening[listener]))
 
     def enqueue_req(self, conn: Connection) -> None:  # type: ignore[override]
         """gunicorn's other ways to the thread pool (a kept-alive connection turning readable,
@@ -394,6 +427,8 @@ class IntakeWorker(ThreadWorker):
         if conn.continued:  # said already, while the body was awaited
             req._expected_100_continue = conn.continued = False
         req.must_close = True  # the next request goes to whichever worker is free: see the class
+        if not req._expected_100_continue:  # else gunicorn says `100 Continue` before the app reads
+            _cork(conn.sock)
         return super().handle_request(req, conn)
 
     def _drop(self, conn: Connection, answer: tuple[int, str] | None) -> None:
@@ -425,12 +460,12 @@ class IntakeWorker(ThreadWorker):
         """Close once the client has had the answer: FIN now, then swallow what it still sends
         until its FIN or for `LINGER` seconds, so that no reset destroys the answer."""
         try:
-            conn.sock.shutdown(socket.SHUT_WR)
-            conn.sock.setblocking(False)
             if conn.complete and not _has_data(conn.sock):  # nothing more is coming: no reset to fear
                 raise ConnectionAbortedError
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.sock.setblocking(False)
         except OSError:
-            conn.sock.close()
+            conn.sock.close()  # with the answer, and the FIN in its last segment
             return
         self.lingering[conn] = time.monotonic() + LINGER
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_lingering_readable, conn))
@@ -511,6 +546,16 @@ def _webhook_forge(data: bytes | bytearray) -> str | None:
 def _has_data(sock: socket.socket) -> bool:
     """Whether the client sent more than was read."""
     try:
-        return bool(sock.recv(1, socket.MSG_PEEK))
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
     except BlockingIOError:
         return False
+
+
+def _cork(sock: socket.socket) -> None:
+    """Hold what is written to a TCP socket until it closes (or a segment fills): an answer's head and
+    body, and the FIN, go as one segment, one wake-up of the client rather than three."""
+    if _TCP_CORK is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
+        except OSError:
+            pass
