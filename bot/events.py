@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, is_dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 ZERO_SHA = "0" * 40
@@ -113,9 +113,10 @@ def event_repo(event: Event) -> Repo | None:
 def to_plain(value: Any) -> Any:
     """A dataclass as plain JSON-able values, for RQ job arguments.
 
-    Unlike `dataclasses.asdict` it copies nothing it need not: the web process calls it per delivery.
+    Unlike `dataclasses.asdict` it copies nothing it need not: the web process calls it per delivery,
+    on every field, so it looks at the value's type as `is_dataclass` does, without its other steps.
     """
-    if is_dataclass(value):
+    if hasattr(type(value), "__dataclass_fields__"):
         return {name: to_plain(field) for name, field in vars(value).items()}
     return value
 

@@ -88,6 +88,9 @@ def setup(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # No line shows where it was logged from: skip walking the stack for it on every record (the
+    # logging HOWTO's way), a third of logging a delivery.
+    logging._srcfile = None
     for name in ("rq.worker", "rq.scheduler", "gunicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
