@@ -68,10 +68,14 @@ class JsonFormatter(logging.Formatter):
 class JobContext(logging.Filter):
     """Adds the RQ job id (and the delivery that queued it) to records logged inside a job."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        from rq import get_current_job
+    def __init__(self) -> None:
+        super().__init__()
+        from rq import get_current_job  # once, not per record: a package's `from` import is slow
 
-        job = get_current_job()
+        self.current_job = get_current_job
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job = self.current_job()
         if job is not None and not hasattr(record, "job"):
             record.job = job.id
             delivery = (job.meta or {}).get("delivery")

@@ -10,7 +10,6 @@ import re
 import selectors
 import socket
 import time
-from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -53,6 +52,7 @@ HEARTBEAT = 1.0
 it kills it. gthread's loop gives one on each turn, a system call per request."""
 
 _TCP_CORK = getattr(socket, "TCP_CORK", None)  # Linux
+_PEEK = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # combined once: flags are a slow enum to combine
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _FRAMING_FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|expect)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)")
@@ -195,6 +195,20 @@ class Connection(TConn):
             self.worker.linger(self)
         else:
             self.sock.close()
+
+
+class Served:
+    """A request the loop's own thread served, as gthread's `finish_request` reads its future: without
+    the locks a `Future` makes for the threads it would be handed between."""
+
+    def __init__(self, keep_alive: bool):
+        self.keep_alive = keep_alive
+
+    def cancelled(self) -> bool:
+        return False
+
+    def result(self) -> bool:
+        return self.keep_alive
 
 
 class Balance:
@@ -419,9 +433,7 @@ class IntakeWorker(ThreadWorker):
         if self.cfg.threads > 1:
             super().enqueue_req(conn)
             return
-        served: Future[bool] = Future()  # one thread: the loop's own serves, with no hand-off
-        served.set_result(self.handle(conn))
-        self.finish_request(conn, served)
+        self.finish_request(conn, Served(self.handle(conn)))  # one thread: the loop's own serves it
 
     def handle_request(self, req: Any, conn: Connection) -> bool:  # type: ignore[override]
         if conn.continued:  # said already, while the body was awaited
@@ -546,15 +558,16 @@ def _webhook_forge(data: bytes | bytearray) -> str | None:
 def _has_data(sock: socket.socket) -> bool:
     """Whether the client sent more than was read."""
     try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        return bool(sock.recv(1, _PEEK))
     except BlockingIOError:
         return False
 
 
 def _cork(sock: socket.socket) -> None:
     """Hold what is written to a TCP socket until it closes (or a segment fills): an answer's head and
-    body, and the FIN, go as one segment, one wake-up of the client rather than three."""
-    if _TCP_CORK is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+    body, and the FIN, go as one segment, one wake-up of the client rather than three. A socket that
+    is not TCP (a Unix one) refuses, and writes as it is."""
+    if _TCP_CORK is not None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
         except OSError:
