@@ -72,9 +72,11 @@ def create_app(settings: Settings | None = None, server: ServerConfig | None = N
         code, body = receive(forge, request.environ)
         return answer(code, **body)
 
+    parsers = {forge: webhook_parser(forge) for forge in REFUSAL_HEADERS}  # looked up once, not per delivery
+
     def receive(forge: str, environ: dict[str, Any]) -> Answer:
         """One delivery to /webhooks/<forge>: verified, parsed, de-duplicated and queued; its answer."""
-        parser = webhook_parser(forge)
+        parser = parsers.get(forge)
         if parser is None:
             return 404, {"error": f"no webhook endpoint for {forge!r}"}
         try:  # as Flask's request.get_data() reads it, without the request around it
