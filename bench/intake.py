@@ -1,8 +1,9 @@
 """Intake load: signed, real-sized pull_request deliveries against `gitops-bot serve` on loopback.
 
-Prints accepted webhooks per second, p50 and p99 latency and the server's CPU time per request,
-the same for a bare Flask endpoint answering 204 under the same server (worker class, workers,
-threads) and load, their ratios, and whether every 202 became a job.
+Prints accepted webhooks per second, p50 and p99 latency and the server's CPU time per request
+(Redis's and wrk's beside it, and the machine's idle share: with none idle, the rate is roughly the
+cores over their sum), the same for a bare Flask endpoint answering 204 under the same server
+(worker class, workers, threads) and load, their ratios, and whether every 202 became a job.
 
     python bench/intake.py [--seconds 10] [--connections 32] [--workers 3] [--threads-per-worker 4]
 
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -82,13 +84,26 @@ def wait_up(url: str, timeout: float = 20.0) -> None:
 
 
 def load(url: str, body: Path, sig: str, seconds: int, connections: int, threads: int, script: Path) -> dict:
+    """wrk's counts and latencies, with its own CPU time and the machine's idle share while it ran: the
+    server's CPU per request sets its rate only while the machine is busy, wrk and Redis included."""
+    before, ticks = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_ticks()
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
                           "--latency", "-s", str(script), url, "--", str(body), sig],
                          capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    idle, total = (b - a for a, b in zip(ticks, cpu_ticks()))
     match = re.search(r"RESULT accepted=(\d+) other=(\d+) seconds=([\d.]+) p50_us=(\d+) p99_us=(\d+)", out)
     accepted, other, secs, p50, p99 = match.groups()
+    wrk_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return {"accepted": int(accepted), "other": int(other), "rate": int(accepted) / float(secs),
-            "p50_ms": int(p50) / 1000, "p99_ms": int(p99) / 1000}
+            "p50_ms": int(p50) / 1000, "p99_ms": int(p99) / 1000, "idle": idle / max(total, 1),
+            "wrk_ms": 1000 * wrk_cpu / max(int(accepted) + int(other), 1)}
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """The machine's idle CPU ticks (iowait included) and all its ticks, so far."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
 
 
 def serve(command: list[str], env: dict[str, str], port: int, health: str) -> subprocess.Popen:
@@ -168,15 +183,15 @@ def main() -> int:
           f"load average {os.getloadavg()[0]:.1f}")
     for name, r in results.items():
         print(f"{name:>11}: {r['rate']:8.0f} accepted/s   p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms"
-              f"   CPU per request: server {r['cpu_ms']:.2f} ms, Redis {r['redis_ms']:.2f} ms"
-              f"   (non-2xx: {r['other']})")
+              f"   CPU per request: server {r['cpu_ms']:.2f} ms, Redis {r['redis_ms']:.2f} ms, wrk {r['wrk_ms']:.2f} ms"
+              f"   machine idle {100 * r['idle']:.0f}%   (non-2xx: {r['other']})")
     print(f"gitops-bot / bare flask: rate {bot['rate'] / bare['rate']:.2f}, p99 {bot['p99_ms'] / bare['p99_ms']:.2f}, "
           f"server CPU per request {bot['cpu_ms'] / bare['cpu_ms']:.2f}")
     # wrk stops counting at the deadline: a request answered after it is a job without a counted 202.
     print(f"jobs in Redis: {jobs}, 202 answers: {bot['accepted']}, lost: {max(bot['accepted'] - jobs, 0)}"
           f" (answered after the deadline: {max(jobs - bot['accepted'], 0)})")
     shutil.rmtree(tmp, ignore_errors=True)
-    return 0 if jobs == bot["accepted"] else 1
+    return 0 if jobs >= bot["accepted"] else 1
 
 
 if __name__ == "__main__":
