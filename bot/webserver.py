@@ -256,15 +256,17 @@ class Balance:
 class SettledConfig:
     """A worker's gunicorn config with its settings read once, after the fork: gunicorn reads some
     thirty per request, each through `Config.__getattr__` (a tenth of its own time per request).
-    What is not a setting (`is_ssl` and the config's other properties and methods, all derived from
-    the settings) is asked of the config once too, when first wanted."""
+    What the config answers otherwise (its properties, some named as settings, like `sendfile` and
+    `worker_class`, and its methods, all derived from the settings) is asked of it once too, when
+    first wanted."""
 
     def __init__(self, cfg: Any):
-        self.__dict__.update({name: setting.get() for name, setting in cfg.settings.items()})
-        self.config = cfg
+        self.__dict__.update({name: setting.get() for name, setting in cfg.settings.items()
+                              if not hasattr(type(cfg), name)})
+        self._config = cfg
 
     def __getattr__(self, name: str) -> Any:
-        value = self.__dict__[name] = getattr(self.config, name)
+        value = self.__dict__[name] = getattr(self._config, name)
         return value
 
 

@@ -1,13 +1,14 @@
 """Where an arriving request ends: a table of tiny requests, fed whole and byte by byte; how
-workers share connections."""
+workers share connections; a worker's settled config."""
 
 from __future__ import annotations
 
 import copy
 
 import pytest
+from gunicorn.config import Config
 
-from bot.webserver import HEADER_LIMIT, Arrival, Balance, _webhook_forge
+from bot.webserver import HEADER_LIMIT, Arrival, Balance, SettledConfig, _webhook_forge
 
 LIMIT = 100  # the most body bytes the application reads, in this table: it refuses a body that reaches it
 
@@ -97,6 +98,21 @@ def test_a_worker_takes_connections_only_up_to_the_mean_of_the_live_workers():
     shared._slots[3 * 1 + 2] -= Balance.STALE + 1  # the first worker has not written for a while: gone
     assert workers[1].my_turn(2) and not workers[1].my_turn(3)
     assert Balance().my_turn(1000)  # alone, nothing to balance against
+    assert workers[0].my_turn(0)  # holding none, a worker always may
+
+
+def test_a_settled_config_answers_as_gunicorns_own():
+    config = Config()
+    for name, value in {"workers": 3, "threads": 2, "forwarded_allow_ips": "10.0.0.1", "keyfile": "k.pem"}.items():
+        config.set(name, value)
+    settled = SettledConfig(config)
+    properties = [name for name, value in vars(Config).items() if isinstance(value, property)]
+    assert {"sendfile", "worker_class", "is_ssl"} <= set(properties)  # some named as settings
+    for name in [*config.settings, *properties]:
+        assert getattr(settled, name) == getattr(config, name), name
+    assert settled.forwarded_allow_networks() == config.forwarded_allow_networks()
+    with pytest.raises(AttributeError):
+        settled.no_such_setting
 
 
 REFUSED_HERE = [  # what arrived of a request the server answers itself (408, 431, 503) -> the forge it counts for
