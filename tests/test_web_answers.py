@@ -84,3 +84,14 @@ def test_an_unreachable_queue_gets_flasks_503(tmp_path):
     served = answers(app.wsgi_app, [github(PULL)])
     assert served == answers(lambda environ, start: Flask.wsgi_app(app, environ, start), [github(PULL)])
     assert served[0][0] == "503 SERVICE UNAVAILABLE"
+
+
+def test_a_connection_the_server_closed_between_deliveries_costs_none_of_them(redis):
+    """The intake connection each thread keeps is checked before each delivery: one Redis closed
+    (restarted, or a client timeout) is connected again, and the delivery queued, not refused 503."""
+    app = create_app(Settings(redis_url="redis://unused", github_webhook_secret=SECRET), ServerConfig(repos=("*",)),
+                     redis)
+    for delivery in ("before", "after"):
+        status, _, body = answers(app.wsgi_app, [github(PULL, delivery=delivery)])[0]
+        assert status == "202 ACCEPTED" and b'"queued"' in body
+        redis.client_kill_filter(_type="normal", skipme=True)
