@@ -334,7 +334,7 @@ def bench_kustomize(tmp: Path, overlays: int, repeat: int) -> None:
             started = time.perf_counter()
             pipeline(repo, base_sha, head_sha, cache=cache)
             elapsed = time.perf_counter() - started
-        print(f"   {label + ':':38} {elapsed * 1000:8.0f} ms   ratio {elapsed / one:.1f} to one kubectl "
+        print(f"   {label + ':':41} {elapsed * 1000:8.0f} ms   ratio {elapsed / one:.1f} to one kubectl "
               f"({len(calls)} kustomize runs; target <= 4 s: {verdict(elapsed <= 4)})")
 
     pipeline(repo, base, base_change, cache=cache)
