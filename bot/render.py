@@ -205,7 +205,7 @@ class Workspace:
         """The exported tree of `snapshot` as read back from disk, for renderers that check what
         they are about to run on."""
         return self._once(self._paths, _tree_key(snapshot), snapshot,
-                          lambda: RepoPaths.of(WorkTreeSnapshot(self.tree(snapshot).root)))
+                          lambda: RepoPaths(WorkTreeSnapshot(self.tree(snapshot).root)))
 
     def _once(self, made: dict[Any, Any], key: Any, snapshot: Snapshot, make: Any) -> Any:
         with self._lock:
