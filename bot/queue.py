@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,13 +194,10 @@ class Store:
     def refuse(self, entry: dict[str, Any]) -> None:
         """Log a delivery refused (bad signature or token, malformed, too large) in one round trip,
         keeping the newest `RECENT_REFUSALS`. `entry` names the reason and the sender, never the body."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.lpush(self.refusals_key, orjson.dumps(entry))
-        pipe.ltrim(self.refusals_key, 0, RECENT_REFUSALS - 1)
-        pipe.execute()
+        self._log(self.refusals_key, entry, RECENT_REFUSALS)
 
     def recent_refusals(self) -> list[dict[str, Any]]:
-        return [orjson.loads(raw) for raw in self.redis.lrange(self.refusals_key, 0, RECENT_REFUSALS - 1)]
+        return self._recent(self.refusals_key, RECENT_REFUSALS)
 
     def record_reconcile(self, findings: dict[str, list[str]]) -> None:
         """Keep when the last reconcile ran and what it found, for the dashboard."""
@@ -233,13 +229,20 @@ class Store:
 
     def note(self, entry: dict[str, Any]) -> None:
         """Log a delivery that needed no queuing; losing this record is harmless."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.lpush(self.deliveries_key, json.dumps(entry))
-        pipe.ltrim(self.deliveries_key, 0, RECENT_DELIVERIES - 1)
-        pipe.execute()
+        self._log(self.deliveries_key, entry, RECENT_DELIVERIES)
 
     def recent_deliveries(self) -> list[dict[str, Any]]:
-        return [json.loads(raw) for raw in self.redis.lrange(self.deliveries_key, 0, RECENT_DELIVERIES - 1)]
+        return self._recent(self.deliveries_key, RECENT_DELIVERIES)
+
+    def _log(self, key: str, entry: dict[str, Any], kept: int) -> None:
+        """Push `entry` onto the list at `key`, keeping its newest `kept`, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(key, orjson.dumps(entry))
+        pipe.ltrim(key, 0, kept - 1)
+        pipe.execute()
+
+    def _recent(self, key: str, kept: int) -> list[dict[str, Any]]:
+        return [orjson.loads(raw) for raw in self.redis.lrange(key, 0, kept - 1)]
 
 
 def _pull_record(spec: JobSpec, job_id: str, at: float | None) -> bytes:
