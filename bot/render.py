@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from bot.config import Environment
 from bot.gitrepo import ExportedTree, RepoPaths, Snapshot, WorkTreeSnapshot, join, under
 from bot.renderers.errors import RenderError
-from bot.renderers.kustomize import (KUSTOMIZATION_FILES, Origins, kustomization_inputs, request_origins,
+from bot.renderers.kustomize import (KUSTOMIZATION_FILES, Origins, kustomization_inputs, prepare_build,
                                      take_origin)
 from bot.yamlio import DEFAULT_LIMITS, Limits, parse_documents
 
@@ -193,13 +193,13 @@ class Workspace:
 
     def origins(self, snapshot: Snapshot, path: str) -> Origins:
         """How to read where each object of the kustomization at `path` comes from; its kustomization
-        in the exported tree is edited for that (see kustomize.request_origins) once, whichever
+        in the exported tree is prepared for its build (see kustomize.prepare_build) once, whichever
         render comes first, so that every render of it reads the same."""
         paths = self.paths(snapshot)
         directory = paths.resolve(path) or path  # two paths to one directory are one kustomization
         root = self.tree(snapshot).root
         return self._once(self._origins, (_tree_key(snapshot), directory), snapshot,
-                          lambda: request_origins(root, paths, directory))
+                          lambda: prepare_build(root, paths, directory, schema_dir=self._directory))
 
     def paths(self, snapshot: Snapshot) -> RepoPaths:
         """The exported tree of `snapshot` as read back from disk, for renderers that check what
