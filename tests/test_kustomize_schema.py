@@ -130,6 +130,27 @@ def test_every_patch_merges_as_with_the_built_in_schema(repo: Path) -> None:
     assert web["tolerations"] == [{"key": "b", "operator": "Exists"}]  # no merge key: replaced
 
 
+JSON_PATCH = '[{"op": "replace", "path": "/spec/replicas", "value": 2}]'
+
+
+@pytest.mark.parametrize("kustomization, given", [
+    ("resources: [../../base]\nnamespace: team\n", False),
+    (f"resources: [../../base]\npatches:\n- target: {{kind: Deployment}}\n  patch: '{JSON_PATCH}'\n", False),
+    ("resources: [../../base]\npatchesStrategicMerge: [service.yaml]\n", True),
+    ("resources: [../../base]\ncomponents: [../../component]\n", True),
+])
+def test_only_a_build_with_a_strategic_merge_patch_is_given_the_schema(repo: Path, kustomization: str,
+                                                                       given: bool) -> None:
+    """Kustomize reads its built-in copy for those, and a schema file for a kind it does not know by
+    heart (the Widget here): given to a build without such a patch, it would cost time."""
+    write(repo, {"envs/k/kustomization.yaml": kustomization, "envs/k/service.yaml": PATCHES["service.yaml"],
+                 "component/kustomization.yaml": "kind: Component\npatches: [{path: service.yaml}]\n",
+                 "component/service.yaml": PATCHES["service.yaml"]})
+    docs, was_given = rendered(repo, "envs/k")
+    assert was_given == given
+    assert docs == objects(render_kustomize(repo, "envs/k"))
+
+
 def test_a_schema_of_the_users_own_anywhere_in_the_tree_is_left_to_kustomize(repo: Path) -> None:
     """Kustomize reads a nested kustomization's `openapi` only where the root sets none, so the bot
     gives none to any build of such a tree. This schema knows no merge keys: lists are replaced."""

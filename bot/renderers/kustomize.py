@@ -62,6 +62,8 @@ GENERATOR_FIELDS = ("configMapGenerator", "secretGenerator")
 _DATA_FIELDS = frozenset(f.upper() for f in (*GENERATOR_FIELDS, "literals", "files", "envs", "env"))
 """Fields (folded: for ASCII, upper() is go_fold) that hold generator data or name where it comes
 from: never names an error may show."""
+_JSON_PATCH = re.compile(r"\s*(\[|-(\s|$))")
+"""The start of a JSON 6902 patch, in JSON or YAML: a list (not `---`, a YAML document's start)."""
 _REMOTE = re.compile(
     r"://|^git::|^git@|^[\w.-]+@[\w.-]+:|//|\?(ref|version|submodules|timeout)="
     r"|^(github\.com|gitlab\.com|bitbucket\.org)/", re.IGNORECASE)
@@ -143,6 +145,8 @@ class Walk:
     that lead to them."""
     known: Known = field(default_factory=Known)
     """For its errors: names that may be shown, and the generators' literals and env lines."""
+    merges: bool = False
+    """Whether it may hold a strategic-merge patch: kustomize then reads its schema of the kinds."""
 
 
 def is_kustomization(directory: Path) -> bool:
@@ -220,6 +224,7 @@ def _walk(paths: RepoPaths, start: str) -> Walk:
             found, nested = _checked(paths, directory)
             walk.inputs |= found.inputs
             walk.known.update(found.known)
+            walk.merges |= found.merges
             pending.extend(nested)
     return walk
 
@@ -257,6 +262,8 @@ def _check_kustomization(paths: RepoPaths, directory: str, walk: Walk) -> list[s
                               "helm and network access; render the chart as its own environment",
                               name)
     _learn(doc, walk.known)
+    walk.merges = bool(fields.get("patchesStrategicMerge")) or any(
+        not _is_json_patch(patch.get("patch")) for patch in fields.mappings("patches"))
     for key in PLUGIN_FIELDS:
         for entry in _strings(fields.get(key)):
             _check_plugin_entry(paths, directory, entry, key, name, walk)
@@ -270,6 +277,12 @@ def _check_kustomization(paths: RepoPaths, directory: str, walk: Walk) -> list[s
         for item in fields.mappings(key):
             _learn_values(paths, directory, item, walk)
     return nested
+
+
+def _is_json_patch(patch: Any) -> bool:
+    """Whether a `patches` entry's inline patch is a JSON 6902 one (a list), as kustomize tells them
+    apart; one in a file may be either, and counts as a strategic merge."""
+    return isinstance(patch, str) and _JSON_PATCH.match(patch) is not None
 
 
 def _learn(doc: Any, known: Known) -> None:
@@ -476,7 +489,9 @@ def prepare_build(root: Path, paths: RepoPaths, path: str, schema_dir: Path | No
     """Edit the kustomization at `path` below `root` for its build, in two ways that change nothing
     it builds: have it annotate each object with its origin (`originAnnotations` in its
     `buildMetadata`), and, with `schema_dir`, give it kustomize's own schema of the built-in kinds
-    as a file (openapi.py), written there once, which it reads faster than its built-in copy.
+    as a file (openapi.py), written there once, which it reads faster than its built-in copy. Only
+    a build with a strategic-merge patch is given it: kustomize reads its own copy for those, and
+    for little else, while a schema file is read whenever a kind is not one it knows by heart.
     `root` must be a copy of the tree that is the caller's alone (see render.Workspace), never a
     user's repository.
 
@@ -491,13 +506,13 @@ def prepare_build(root: Path, paths: RepoPaths, path: str, schema_dir: Path | No
     if name is None or paths.kind(name) != "file" or paths.files[name].is_symlink:
         return origins  # a linked file may be another kustomization's too; rendering says what else is wrong
     try:
-        _walk(paths, directory)  # before the edit, so that the walk, kept for the render, reads the user's text
+        walk = _walk(paths, directory)  # before the edit, so that the walk, kept for the render, reads the user's text
         text = paths.read(name, MAX_KUSTOMIZATION_BYTES).decode("utf-8")
     except (RenderError, UnicodeDecodeError):
         return origins
     edited, _ = with_origin_annotations(text, name)  # where it asks for them itself, they stay
     added = edited is not None
-    if schema_dir is not None and _may_be_given_a_schema(paths, directory):
+    if schema_dir is not None and walk.merges and _may_be_given_a_schema(paths, directory):
         with_schema = with_openapi_schema(edited or text, name)
         try:
             if with_schema is not None and openapi.place(openapi.write(schema_dir), root / directory):
