@@ -70,7 +70,7 @@ class Store:
     redis.call('LPUSH', KEYS[2], ARGV[3] .. (fresh and ARGV[4] or '"duplicate"}'))
     redis.call('LTRIM', KEYS[2], 0, %d)
     if not fresh then return 0 end
-    redis.call('HSET', KEYS[4], ARGV[7], ARGV[8])
+    if redis.call('HGET', KEYS[4], ARGV[7]) ~= ARGV[8] then redis.call('HSET', KEYS[4], ARGV[7], ARGV[8]) end
     local diffed, closed = tonumber(ARGV[9]), tonumber(ARGV[10])
     if diffed > 0 then redis.call('HSET', KEYS[5], unpack(ARGV, 11, 10 + 2 * diffed)) end
     if closed > 0 then redis.call('HDEL', KEYS[5], unpack(ARGV, 11 + 2 * diffed, 10 + 2 * diffed + closed)) end
