@@ -17,6 +17,9 @@ The bot hands the schema over only where it cannot change a build (see kustomize
 - no kustomization in the tree has an `openapi` field of its own: once the root of a build sets a
   schema, kustomize ignores the ones below it, so one anywhere keeps every build as it is;
 - the directory is not also a Helm chart, whose `.Files` would see the file.
+And it hands it over only to a build with a strategic-merge patch: kustomize reads its own copy for
+little else, while it reads a schema file for any kind it does not know by heart (20 ms more for a
+build with a custom resource and no such patch).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from pathlib import Path
 
 BUNDLE = Path(__file__).parent / "data" / "kustomize-openapi-v1.21.2.json.gz"
 SOURCE_SHA256 = "5d171b55e9601912807a870d73ffe70bb306f5889a00e76986042a0f2d7b6bc2"
-"""The protobuf schema that every kustomize from v5.0.0 to v5.8.1 embeds, and the bundle came from."""
+"""The protobuf schema that every kustomize from v5.0.0 to v5.8.1 embeds, which the bundle names as
+its source (checked by the tests)."""
 KUSTOMIZE_VERSIONS = ((5, 0), (5, 8))
 """The kustomize releases (major, minor), first and last, whose built-in schema is that one."""
 SCHEMA_FILE = ".gitops-bot-openapi.json"
@@ -44,8 +48,6 @@ GVK = "x-kubernetes-group-version-kind"
 def schema() -> bytes:
     """The OpenAPI document kustomize reads in place of its built-in one."""
     bundle = json.loads(gzip.decompress(BUNDLE.read_bytes()))
-    if [source["sha256"] for source in bundle["sources"]] != [SOURCE_SHA256]:
-        raise ValueError(f"{BUNDLE.name} is not the schema kustomize builds in")
     paths = {}
     for resource in bundle["resources"]:
         scope = resource.get("scope")
