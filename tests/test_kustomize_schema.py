@@ -121,9 +121,12 @@ def rendered(repo: Path, path: str) -> tuple[list[dict], bool]:
 
 
 def test_every_patch_merges_as_with_the_built_in_schema(repo: Path) -> None:
+    kustomization = (repo / "envs/patched/kustomization.yaml").read_text()
     docs, given = rendered(repo, "envs/patched")
     assert given
     assert docs == objects(render_kustomize(repo, "envs/patched"))
+    assert (repo / "envs/patched/kustomization.yaml").read_text() == kustomization  # the bot's copy is edited
+    assert not (repo / "envs/patched" / openapi.SCHEMA_FILE).exists()
     web = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert [c["name"] for c in web["containers"]] == ["web", "logger"]  # merged by name, one deleted
     assert {e["name"]: e["value"] for e in web["containers"][0]["env"]} == {"A": "1", "B": "3", "C": "4"}
