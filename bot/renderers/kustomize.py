@@ -495,10 +495,11 @@ def prepare_build(root: Path, paths: RepoPaths, path: str, schema_dir: Path | No
     `root` must be a copy of the tree that is the caller's alone (see render.Workspace), never a
     user's repository.
 
-    Kustomize takes `buildMetadata` and `openapi` from the root kustomization of a build only, for
-    everything it includes (kusttarget.go, accumulateDirectory), so the edit changes nothing for
-    another build that reaches this directory as a base. A kustomization that cannot be edited with
-    certainty is left as it is: its objects' source is then the kustomization file.
+    Kustomize takes `buildMetadata` from the root kustomization of a build only, for everything it
+    includes (kusttarget.go, accumulateDirectory); it takes a nested `openapi` where the root names
+    none, and this one names kustomize's own schema. So the edit changes nothing for another build
+    that reaches this directory as a base. A kustomization that cannot be edited with certainty is
+    left as it is: its objects' source is then the kustomization file.
     """
     directory = paths.resolve(path) or path
     name = _kustomization_file(paths, directory) if paths.kind(directory) == "dir" else None
